@@ -1,0 +1,1 @@
+//! minipay api (being built).

@@ -1,0 +1,33 @@
+//! The `minipay` binary: a thin layer that parses the command line and calls into the
+//! library crates. Each subcommand lives in its own module.
+
+mod signing;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "minipay", version, about = "WeChat Pay (v2) payments, payouts and reconciliation for mini-programs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sign a WeChat XML document read from stdin: prints the string-to-sign (key masked)
+    /// and, as the last line, `sign=<HEX>`.
+    Sign(signing::SignArgs),
+    /// Verify the `sign` of a WeChat XML document read from stdin. Exit 0 when it matches,
+    /// 1 when it does not, 2 on bad input.
+    Verify(signing::SignArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Sign(args) => signing::run_sign(&args),
+        Command::Verify(args) => signing::run_verify(&args),
+    }
+}

@@ -1,0 +1,1 @@
+//! minipay notify (being built).

@@ -1,0 +1,1 @@
+//! minipay sandbox (being built).

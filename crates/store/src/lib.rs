@@ -1,0 +1,1 @@
+//! minipay store (being built).

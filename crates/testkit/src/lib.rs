@@ -1,0 +1,1 @@
+//! minipay testkit (being built).

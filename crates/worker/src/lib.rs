@@ -1,0 +1,1 @@
+//! minipay worker (being built).
