@@ -11,6 +11,7 @@
 //! Every crate above this one (sandbox, api, notify, worker, cli) uses these modules rather
 //! than re-implementing a piece of the wire format.
 
+pub mod bill;
 pub mod money;
 pub mod secret;
 pub mod sign;
