@@ -1,0 +1,43 @@
+//! The ledger's guarantees hold in the database itself, not only in our Rust code.
+
+use chrono::Utc;
+use minipay_store::Fen;
+use minipay_store::ledger::{self, Kind, Movement, Posting, account};
+use minipay_testkit::TestDb;
+
+#[tokio::test]
+async fn postings_are_idempotent_balanced_and_append_only() {
+    let db = TestDb::new().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    let m = Movement::standard(Kind::Payment, "order-1", "1900000109", Fen::new(1234), Utc::now());
+    assert!(matches!(ledger::post(&mut tx, &m).await.unwrap(), Posting::Posted { .. }));
+    assert_eq!(ledger::post(&mut tx, &m).await.unwrap(), Posting::AlreadyPosted);
+    tx.commit().await.unwrap();
+
+    let mut conn = db.pool.acquire().await.unwrap();
+    assert_eq!(ledger::balance(&mut conn, &account::wechat("1900000109")).await.unwrap(), Fen::new(1234));
+    assert_eq!(ledger::balance(&mut conn, &account::sales("1900000109")).await.unwrap(), Fen::new(-1234));
+    assert_eq!(ledger::count_postings(&mut conn, Kind::Payment, "order-1").await.unwrap(), 1);
+    assert!(ledger::unbalanced_transactions(&mut conn).await.unwrap().is_empty());
+
+    // Entries can be neither changed nor removed.
+    assert!(sqlx::query("UPDATE ledger_entries SET amount = 1").execute(&db.pool).await.is_err());
+    assert!(sqlx::query("DELETE FROM ledger_entries").execute(&db.pool).await.is_err());
+    assert!(sqlx::query("TRUNCATE ledger_entries CASCADE").execute(&db.pool).await.is_err());
+
+    // An unbalanced transaction cannot commit, even when written by hand.
+    let mut tx = db.pool.begin().await.unwrap();
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO ledger_transactions (kind, reference, mch_id, occurred_at) VALUES ('payment', 'x', '1', now()) RETURNING id",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO ledger_entries (transaction_id, account, amount) VALUES ($1, 'a', 5), ($1, 'b', -4)")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert!(tx.commit().await.is_err(), "the deferred balance check refuses the commit");
+    assert!(ledger::post(&mut conn, &Movement::standard(Kind::Fee, "d", "1", Fen::ZERO, Utc::now())).await.is_err());
+}
