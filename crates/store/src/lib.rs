@@ -19,6 +19,7 @@ pub mod audit;
 pub mod db;
 pub mod domain;
 pub mod ledger;
+pub mod webhooks;
 
 pub use db::MIGRATOR;
 pub use wxpay::Fen;
