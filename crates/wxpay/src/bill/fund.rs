@@ -94,15 +94,21 @@ pub struct FundFlowRecord<'a> {
     pub business_no: &'a str,
     /// 资金流水单号: unique per movement.
     pub flow_no: &'a str,
+    /// 业务名称, e.g. 交易, 退款, 企业付款, 现金红包.
     pub business_name: &'a str,
+    /// 业务类型, WeChat's finer category.
     pub business_type: &'a str,
+    /// 收支类型: income or expense.
     pub direction: FlowDirection,
     /// 收支金额（元） as written (guess: a magnitude, the sign being `direction`).
     pub amount: Fen,
     /// 账户结余（元）: the balance after this movement; zero when the column is absent.
     pub balance: Fen,
+    /// 资金变更提交申请人, e.g. `system` or an operator.
     pub applicant: &'a str,
+    /// 备注; may contain commas.
     pub remark: &'a str,
+    /// 业务凭证号.
     pub voucher_no: &'a str,
 }
 

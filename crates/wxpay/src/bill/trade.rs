@@ -167,18 +167,27 @@ pub struct TradeRecord<'a> {
     pub line: u64,
     /// 交易时间 as written (Beijing time): payment time, or refund *request* time on refund rows.
     pub trade_time: NaiveDateTime,
+    /// 公众账号ID: the appid the order was placed with.
     pub appid: &'a str,
+    /// 商户号.
     pub mch_id: &'a str,
     /// 特约商户号 (子商户号 in legacy bills); WeChat writes `0` for a direct merchant.
     pub sub_mch_id: &'a str,
+    /// 设备号 (`device_info` of the order), often empty.
     pub device_info: &'a str,
+    /// 微信订单号: WeChat's number for the payment (also on its refund rows).
     pub transaction_id: &'a str,
+    /// 商户订单号: our `out_trade_no`, the main matching key.
     pub out_trade_no: &'a str,
+    /// 用户标识: the payer's openid.
     pub openid: &'a str,
+    /// 交易类型: JSAPI, NATIVE, APP, MICROPAY…
     pub trade_type: &'a str,
     /// SUCCESS, REFUND, REVOKED… kept as text so a new state never breaks reading.
     pub trade_state: &'a str,
+    /// 付款银行, e.g. `CFT` (balance) or `CMB_CREDIT`.
     pub bank: &'a str,
+    /// 货币种类, `CNY`.
     pub currency: &'a str,
     /// 应结订单金额 (legacy 总金额).
     pub settlement_amount: Fen,
@@ -186,14 +195,19 @@ pub struct TradeRecord<'a> {
     pub coupon_amount: Fen,
     /// 微信退款单号; `""` when absent (SUCCESS), `"0"` on payment rows of an ALL bill.
     pub refund_id: &'a str,
+    /// 商户退款单号: our `out_refund_no` on refund rows.
     pub out_refund_no: &'a str,
     /// 退款金额; zero when absent.
     pub refund_amount: Fen,
     /// 充值券退款金额 (legacy 代金券或立减优惠退款金额); zero when absent.
     pub recharge_coupon_refund: Fen,
+    /// 退款类型, e.g. `ORIGINAL` or `BALANCE`.
     pub refund_type: &'a str,
+    /// 退款状态 at the time the bill was made (it is not updated later).
     pub refund_status: &'a str,
+    /// 商品名称 (the order's `body`); may contain commas.
     pub product_name: &'a str,
+    /// 商户数据包 (the order's `attach`); may contain commas.
     pub attach: &'a str,
     /// 手续费 with its five decimals; negative on refund rows (the fee WeChat gives back).
     pub fee: MilliFen,
