@@ -1,0 +1,743 @@
+//! # minipay-config — every service's settings, from one TOML file plus `MINIPAY_…` env
+//!
+//! [`Config::load`] reads a TOML file (the path given, else `$MINIPAY_CONFIG`, else nothing:
+//! all defaults), applies environment overrides, reads every secret and certificate file and
+//! checks the result. Services receive a ready [`Config`]; nothing else reads the
+//! environment.
+//!
+//! ## File format
+//!
+//! ```toml
+//! [database]
+//! url = "postgres://minipay@127.0.0.1/minipay"
+//! max_connections = 20
+//!
+//! [api]
+//! listen = "127.0.0.1:8080"
+//!
+//! [notify]
+//! listen = "127.0.0.1:8081"
+//! public_url = "https://pay.example.com"   # notify_url = public_url + /wxpay/notify/pay
+//!
+//! [wechat]
+//! pay_base_url = "https://api.mch.weixin.qq.com"
+//! api_base_url = "https://api.weixin.qq.com"
+//! ca_file = "/etc/minipay/sandbox-ca.pem"  # extra trusted root, for the sandbox only
+//! timeout_ms = 10000
+//!
+//! [[merchants]]
+//! mch_id = "1900000109"
+//! api_key_file = "/run/secrets/mch_api_key"
+//! sign_type = "MD5"                        # or "HMAC-SHA256"
+//! cert_p12_file = "/run/secrets/apiclient_cert.p12"
+//! # cert_password_file = …                 # default password: the mch_id
+//! # or: cert_pem_file = …, key_pem_file = …
+//!
+//! [[apps]]
+//! appid = "wxd930ea5d5a258f4f"
+//! mch_id = "1900000109"
+//! secret_file = "/run/secrets/app_secret"
+//! default = true
+//! ```
+//!
+//! ## Environment overrides
+//!
+//! - Scalar settings: `MINIPAY_<SECTION>_<KEY>`, e.g. `MINIPAY_DATABASE_URL`,
+//!   `MINIPAY_API_LISTEN`, `MINIPAY_NOTIFY_PUBLIC_URL`, `MINIPAY_WECHAT_TIMEOUT_MS`, for every
+//!   section in [`SECTIONS`].
+//! - Secrets of a configured merchant or app: `MINIPAY_MERCHANT_<MCH_ID>_API_KEY`,
+//!   `MINIPAY_MERCHANT_<MCH_ID>_CERT_PASSWORD`, `MINIPAY_APP_<APPID>_SECRET` (appid as
+//!   written, or upper-cased). They win over the file.
+//! - `MINIPAY_CONFIG`: the file to read when [`Config::load`] is given none.
+//!
+//! Secrets come from the file, secret files or the environment — never from the command
+//! line, where `ps` would show them. They are held in redacting types ([`wxpay::ApiKey`],
+//! [`SecretString`]) so `Debug` of a [`Config`] never prints one.
+//!
+//! ## Adding a section (other services)
+//!
+//! Add a `pub struct` with `#[serde(default, deny_unknown_fields)]` and a `Default`, a field
+//! on [`RawConfig`] and [`Config`], copy it across in [`Config::resolve`], and add its name
+//! to [`SECTIONS`] so env overrides reach it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use wxpay::client::{ClientConfig, ClientIdentity};
+use wxpay::weixin::{WeixinClient, WeixinConfig};
+use wxpay::{ApiKey, SignType};
+
+/// The sandbox's demo merchant and app (public test values from WeChat's documentation,
+/// never valid on the real service); the same defaults `minipay-sandbox` starts with.
+pub const DEMO_MCH_ID: &str = "1900000109";
+pub const DEMO_APPID: &str = "wxd930ea5d5a258f4f";
+pub const DEMO_API_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
+pub const DEMO_APP_SECRET: &str = "sandbox-demo-app-secret-0123456789";
+
+/// Sections whose scalar keys can be overridden by `MINIPAY_<SECTION>_<KEY>`.
+pub const SECTIONS: &[&str] = &["database", "api", "notify", "wechat", "worker", "webhooks"];
+
+/// Why a configuration could not be loaded. Messages name the setting, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid configuration: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("WeChat Pay client for merchant {mch_id}: {message}")]
+    Client { mch_id: String, message: String },
+}
+
+fn invalid<T>(m: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid(m.into()))
+}
+
+// ---------------------------------------------------------------------------------------
+// The file as written (paths, not contents).
+
+/// The TOML file as written: secrets may still be file paths.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    pub database: DatabaseConfig,
+    pub api: ApiConfig,
+    pub notify: NotifyConfig,
+    pub wechat: RawWechat,
+    pub worker: WorkerConfig,
+    pub webhooks: WebhookConfig,
+    pub merchants: Vec<RawMerchant>,
+    pub apps: Vec<RawApp>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// The database URL may carry a password: it is redacted in `Debug`.
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: SecretString::from("postgres://minipay@127.0.0.1:5432/minipay"), max_connections: 20 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `host:port`; port 0 lets the OS choose (tests).
+    pub listen: String,
+    /// Largest JSON body accepted (bytes); larger bodies get 413 `payload_too_large`.
+    pub max_body_bytes: usize,
+    /// Actix worker threads (0 = one per core).
+    pub workers: usize,
+    /// An order still open after this long is settled by orderquery on read.
+    pub stale_after_secs: u64,
+    /// Default time to pay when a request gives no `expires_in` (WeChat's own default
+    /// is 2 hours, after which the prepay_id is useless).
+    pub default_expires_in_secs: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 64 * 1024,
+            workers: 0,
+            stale_after_secs: 60,
+            default_expires_in_secs: 2 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub listen: String,
+    /// How WeChat reaches the notify service from outside (scheme + host [+ path prefix]).
+    pub public_url: String,
+    pub workers: usize,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig { listen: "127.0.0.1:8081".into(), public_url: "http://127.0.0.1:8081".into(), workers: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawWechat {
+    pub pay_base_url: String,
+    pub api_base_url: String,
+    pub ca_file: Option<PathBuf>,
+    pub timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for RawWechat {
+    fn default() -> Self {
+        RawWechat {
+            pay_base_url: wxpay::client::DEFAULT_BASE_URL.into(),
+            api_base_url: wxpay::weixin::DEFAULT_WEIXIN_BASE_URL.into(),
+            ca_file: None,
+            timeout_ms: 10_000,
+            connect_timeout_ms: 3_000,
+        }
+    }
+}
+
+/// Background jobs (intervals in milliseconds, so tests and `dev` can run them fast).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub expiry_interval_ms: u64,
+    pub webhook_interval_ms: u64,
+    /// Orders closed per expiry pass (bounded so one pass stays short).
+    pub expiry_batch: i64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig { expiry_interval_ms: 30_000, webhook_interval_ms: 2_000, expiry_batch: 100 }
+    }
+}
+
+/// Webhook delivery to client backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub timeout_ms: u64,
+    /// After this many failed attempts an event is marked `dead`.
+    pub max_attempts: i32,
+    /// First retry delay; doubles per attempt up to `max_backoff_ms`.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Events delivered per pass.
+    pub batch: i64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            timeout_ms: 5_000,
+            max_attempts: 12,
+            initial_backoff_ms: 10_000,
+            max_backoff_ms: 6 * 3600 * 1000,
+            batch: 50,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawMerchant {
+    pub mch_id: String,
+    pub api_key: Option<ApiKey>,
+    pub api_key_file: Option<PathBuf>,
+    pub sign_type: SignType,
+    pub cert_p12_file: Option<PathBuf>,
+    pub cert_password: Option<SecretString>,
+    pub cert_password_file: Option<PathBuf>,
+    pub cert_pem_file: Option<PathBuf>,
+    pub key_pem_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawApp {
+    pub appid: String,
+    pub mch_id: String,
+    pub secret: Option<SecretString>,
+    pub secret_file: Option<PathBuf>,
+    pub default: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// The resolved configuration.
+
+/// WeChat hosts and transport settings, with the extra root CA already read.
+#[derive(Clone)]
+pub struct WechatConfig {
+    pub pay_base_url: String,
+    pub api_base_url: String,
+    /// PEM of an extra trusted root (the sandbox's CA); `None` in production.
+    pub extra_root_ca_pem: Option<Vec<u8>>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl fmt::Debug for WechatConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WechatConfig")
+            .field("pay_base_url", &self.pay_base_url)
+            .field("api_base_url", &self.api_base_url)
+            .field("extra_root_ca_pem", &self.extra_root_ca_pem.as_ref().map(|p| format!("{} bytes", p.len())))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// One merchant account with its key and (optional) client certificate loaded.
+#[derive(Clone, Debug)]
+pub struct MerchantConfig {
+    pub mch_id: String,
+    pub api_key: ApiKey,
+    pub sign_type: SignType,
+    /// Needed for refunds, payouts and red packets.
+    pub identity: Option<ClientIdentity>,
+}
+
+/// One mini-program / official account.
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    pub appid: String,
+    pub mch_id: String,
+    pub secret: SecretString,
+    /// The app used when a request names none.
+    pub default: bool,
+}
+
+/// Everything the services need, validated, secrets loaded.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub api: ApiConfig,
+    pub notify: NotifyConfig,
+    pub wechat: WechatConfig,
+    pub worker: WorkerConfig,
+    pub webhooks: WebhookConfig,
+    pub merchants: Vec<MerchantConfig>,
+    pub apps: Vec<AppConfig>,
+}
+
+/// Where the sandbox is and how to trust it: what [`Config::demo`] needs.
+#[derive(Clone)]
+pub struct SandboxEndpoints {
+    /// The sandbox's HTTPS base URL (payment host).
+    pub pay_base_url: String,
+    /// The sandbox's base URL for `api.weixin.qq.com` paths (jscode2session).
+    pub api_base_url: String,
+    /// The sandbox CA (PEM).
+    pub ca_pem: Vec<u8>,
+    /// The demo merchant's client certificate (PKCS#12, password = mch_id).
+    pub client_p12: Vec<u8>,
+}
+
+impl Config {
+    /// Reads `path` (else `$MINIPAY_CONFIG`, else defaults only), applies the process
+    /// environment and loads every secret file.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let from_env = std::env::var_os("MINIPAY_CONFIG").map(PathBuf::from);
+        let path = path.map(Path::to_path_buf).or(from_env);
+        let (text, base) = match &path {
+            Some(p) => (read_text(p)?, p.parent().map(Path::to_path_buf).unwrap_or_default()),
+            None => (String::new(), PathBuf::from(".")),
+        };
+        Config::from_toml_with_env(&text, std::env::vars(), &base)
+    }
+
+    /// Parses `text`, applies the `env` pairs (only `MINIPAY_…` ones are looked at) and
+    /// resolves relative secret paths against `base`. [`Config::load`] without the process.
+    pub fn from_toml_with_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        base: &Path,
+    ) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("MINIPAY_")).collect();
+        let mut doc: toml::Table = toml::from_str(text)?;
+        apply_env_overrides(&mut doc, &env)?;
+        let raw: RawConfig = toml::Value::Table(doc).try_into()?;
+        Config::resolve(raw, &env, base)
+    }
+
+    /// Loads the secrets and files a [`RawConfig`] names and checks the whole.
+    pub fn resolve(raw: RawConfig, env: &[(String, String)], base: &Path) -> Result<Config, ConfigError> {
+        let path = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
+        let lookup = |name: String| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+        let extra_root_ca_pem = match &raw.wechat.ca_file {
+            Some(p) => Some(read_bytes(&path(p))?),
+            None => None,
+        };
+        let wechat = WechatConfig {
+            pay_base_url: raw.wechat.pay_base_url,
+            api_base_url: raw.wechat.api_base_url,
+            extra_root_ca_pem,
+            timeout: Duration::from_millis(raw.wechat.timeout_ms),
+            connect_timeout: Duration::from_millis(raw.wechat.connect_timeout_ms),
+        };
+        let mut merchants = Vec::new();
+        for m in raw.merchants {
+            let api_key = match (lookup(format!("MINIPAY_MERCHANT_{}_API_KEY", m.mch_id)), &m.api_key_file, m.api_key) {
+                (Some(k), _, _) => ApiKey::new(k),
+                (None, Some(f), _) => ApiKey::new(read_secret(&path(f))?),
+                (None, None, Some(k)) => k,
+                (None, None, None) => {
+                    return invalid(format!(
+                        "merchant {}: api_key, api_key_file or MINIPAY_MERCHANT_{}_API_KEY is required",
+                        m.mch_id, m.mch_id
+                    ));
+                }
+            };
+            let password = match (lookup(format!("MINIPAY_MERCHANT_{}_CERT_PASSWORD", m.mch_id)), &m.cert_password_file)
+            {
+                (Some(p), _) => Some(SecretString::from(p)),
+                (None, Some(f)) => Some(SecretString::from(read_secret(&path(f))?)),
+                (None, None) => m.cert_password,
+            };
+            let identity = match (&m.cert_p12_file, &m.cert_pem_file, &m.key_pem_file) {
+                (Some(p12), None, None) => Some(ClientIdentity::Pkcs12 { der: read_bytes(&path(p12))?, password }),
+                (None, Some(cert), Some(key)) => Some(ClientIdentity::Pem {
+                    cert_pem: read_bytes(&path(cert))?,
+                    key_pem: SecretString::from(read_text(&path(key))?),
+                }),
+                (None, None, None) => None,
+                _ => {
+                    return invalid(format!(
+                        "merchant {}: give either cert_p12_file, or both cert_pem_file and key_pem_file",
+                        m.mch_id
+                    ));
+                }
+            };
+            merchants.push(MerchantConfig { mch_id: m.mch_id, api_key, sign_type: m.sign_type, identity });
+        }
+        let mut apps = Vec::new();
+        for a in raw.apps {
+            let env_secret = lookup(format!("MINIPAY_APP_{}_SECRET", a.appid))
+                .or_else(|| lookup(format!("MINIPAY_APP_{}_SECRET", a.appid.to_ascii_uppercase())));
+            let secret = match (env_secret, &a.secret_file, a.secret) {
+                (Some(s), _, _) => SecretString::from(s),
+                (None, Some(f), _) => SecretString::from(read_secret(&path(f))?),
+                (None, None, Some(s)) => s,
+                (None, None, None) => {
+                    return invalid(format!(
+                        "app {}: secret, secret_file or MINIPAY_APP_<APPID>_SECRET is required",
+                        a.appid
+                    ));
+                }
+            };
+            apps.push(AppConfig { appid: a.appid, mch_id: a.mch_id, secret, default: a.default });
+        }
+        let cfg = Config {
+            database: raw.database,
+            api: raw.api,
+            notify: raw.notify,
+            wechat,
+            worker: raw.worker,
+            webhooks: raw.webhooks,
+            merchants,
+            apps,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// A configuration for the sandbox's demo merchant and app: what `minipay dev` and the
+    /// end-to-end tests run with. Listeners on loopback port 0; `database_url` as given.
+    pub fn demo(database_url: &str, sandbox: SandboxEndpoints) -> Config {
+        Config {
+            database: DatabaseConfig { url: SecretString::from(database_url.to_owned()), max_connections: 20 },
+            api: ApiConfig { listen: "127.0.0.1:0".into(), ..ApiConfig::default() },
+            notify: NotifyConfig { listen: "127.0.0.1:0".into(), ..NotifyConfig::default() },
+            wechat: WechatConfig {
+                pay_base_url: sandbox.pay_base_url,
+                api_base_url: sandbox.api_base_url,
+                extra_root_ca_pem: Some(sandbox.ca_pem),
+                timeout: Duration::from_secs(10),
+                connect_timeout: Duration::from_secs(3),
+            },
+            worker: WorkerConfig::default(),
+            webhooks: WebhookConfig::default(),
+            merchants: vec![MerchantConfig {
+                mch_id: DEMO_MCH_ID.into(),
+                api_key: ApiKey::new(DEMO_API_KEY),
+                sign_type: SignType::Md5,
+                identity: Some(ClientIdentity::Pkcs12 { der: sandbox.client_p12, password: None }),
+            }],
+            apps: vec![AppConfig {
+                appid: DEMO_APPID.into(),
+                mch_id: DEMO_MCH_ID.into(),
+                secret: SecretString::from(DEMO_APP_SECRET.to_owned()),
+                default: true,
+            }],
+        }
+    }
+
+    /// Refuses configurations the services cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections must be at least 1");
+        }
+        if self.api.max_body_bytes < 256 {
+            return invalid("api.max_body_bytes must be at least 256");
+        }
+        for (name, url) in
+            [("wechat.pay_base_url", &self.wechat.pay_base_url), ("wechat.api_base_url", &self.wechat.api_base_url)]
+        {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return invalid(format!("{name} must be an http(s) URL"));
+            }
+        }
+        if !(self.notify.public_url.starts_with("https://") || self.notify.public_url.starts_with("http://")) {
+            return invalid("notify.public_url must be an http(s) URL");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &self.merchants {
+            if m.mch_id.is_empty() || !m.mch_id.bytes().all(|b| b.is_ascii_digit()) {
+                return invalid(format!("mch_id {:?} must be digits", m.mch_id));
+            }
+            if !seen.insert(m.mch_id.as_str()) {
+                return invalid(format!("merchant {} appears twice", m.mch_id));
+            }
+            if m.api_key.expose().is_empty() {
+                return invalid(format!("merchant {} has an empty api_key", m.mch_id));
+            }
+        }
+        let mut apps = std::collections::BTreeSet::new();
+        for a in &self.apps {
+            if a.appid.is_empty() || !a.appid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return invalid(format!("appid {:?} must be alphanumeric", a.appid));
+            }
+            if !apps.insert(a.appid.as_str()) {
+                return invalid(format!("app {} appears twice", a.appid));
+            }
+            if self.merchant(&a.mch_id).is_none() {
+                return invalid(format!("app {} names merchant {}, which is not configured", a.appid, a.mch_id));
+            }
+            if a.secret.expose_secret().is_empty() {
+                return invalid(format!("app {} has an empty secret", a.appid));
+            }
+        }
+        if self.apps.iter().filter(|a| a.default).count() > 1 {
+            return invalid("at most one app may be marked default");
+        }
+        Ok(())
+    }
+
+    pub fn merchant(&self, mch_id: &str) -> Option<&MerchantConfig> {
+        self.merchants.iter().find(|m| m.mch_id == mch_id)
+    }
+
+    pub fn app(&self, appid: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.appid == appid)
+    }
+
+    /// The app used when a request names none: the one marked `default`, else the only one.
+    pub fn default_app(&self) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.default).or(if self.apps.len() == 1 { self.apps.first() } else { None })
+    }
+
+    /// The app a merchant's own calls carry (its default app, else its first).
+    pub fn merchant_app(&self, mch_id: &str) -> Option<&AppConfig> {
+        let mut of = self.apps.iter().filter(|a| a.mch_id == mch_id);
+        self.apps.iter().find(|a| a.mch_id == mch_id && a.default).or_else(|| of.next())
+    }
+
+    /// Where WeChat sends payment notifications.
+    pub fn pay_notify_url(&self) -> String {
+        format!("{}/wxpay/notify/pay", self.notify.public_url.trim_end_matches('/'))
+    }
+
+    /// Where WeChat sends refund notifications.
+    pub fn refund_notify_url(&self) -> String {
+        format!("{}/wxpay/notify/refund", self.notify.public_url.trim_end_matches('/'))
+    }
+
+    /// The WeChat Pay client for a merchant, carrying the merchant's default app.
+    pub fn wxpay_client(&self, mch_id: &str) -> Result<wxpay::Client, ConfigError> {
+        let app = self.merchant_app(mch_id).map(|a| a.appid.clone()).unwrap_or_default();
+        self.wxpay_client_for(mch_id, &app)
+    }
+
+    /// The WeChat Pay client for a merchant acting for one of its apps (`appid` goes into
+    /// every request; WeChat checks that it is bound to the merchant).
+    pub fn wxpay_client_for(&self, mch_id: &str, appid: &str) -> Result<wxpay::Client, ConfigError> {
+        let m = self
+            .merchant(mch_id)
+            .ok_or_else(|| ConfigError::Client { mch_id: mch_id.into(), message: "merchant not configured".into() })?;
+        let mut c = ClientConfig::new(mch_id, appid, m.api_key.clone());
+        c.base_url = self.wechat.pay_base_url.clone();
+        c.sign_type = m.sign_type;
+        c.timeout = self.wechat.timeout;
+        c.connect_timeout = self.wechat.connect_timeout;
+        c.identity = m.identity.clone();
+        c.extra_root_ca_pem = self.wechat.extra_root_ca_pem.clone();
+        wxpay::Client::new(c).map_err(|e| ConfigError::Client { mch_id: mch_id.into(), message: e.to_string() })
+    }
+
+    /// The `api.weixin.qq.com` client (login, tokens).
+    pub fn weixin_client(&self) -> Result<WeixinClient, ConfigError> {
+        WeixinClient::new(WeixinConfig {
+            base_url: self.wechat.api_base_url.clone(),
+            connect_timeout: self.wechat.connect_timeout,
+            timeout: self.wechat.timeout,
+            extra_root_ca_pem: self.wechat.extra_root_ca_pem.clone(),
+        })
+        .map_err(|e| ConfigError::Invalid(format!("weixin client: {e}")))
+    }
+}
+
+fn read_bytes(p: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(p).map_err(|source| ConfigError::Read { path: p.display().to_string(), source })
+}
+
+fn read_text(p: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.display().to_string(), source })
+}
+
+/// A secret file's content without the trailing newline editors and `echo` add.
+fn read_secret(p: &Path) -> Result<String, ConfigError> {
+    Ok(read_text(p)?.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// Applies `MINIPAY_<SECTION>_<KEY>` to the parsed file. The value keeps the type the file
+/// gave the key (a string stays a string even if it looks like a number); a key absent
+/// from the file is typed by its looks (integer, float, boolean, else string) and checked
+/// by the section's deserializer.
+fn apply_env_overrides(doc: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("MINIPAY_") else { continue };
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = SECTIONS.iter().find_map(|s| {
+            lower.strip_prefix(s).and_then(|r| r.strip_prefix('_')).filter(|k| !k.is_empty()).map(|k| (*s, k))
+        }) else {
+            continue;
+        };
+        let table = doc
+            .entry(section.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Invalid(format!("[{section}] must be a table")))?;
+        let typed = match table.get(key) {
+            Some(toml::Value::String(_)) => toml::Value::String(value.clone()),
+            _ => guess_value(value),
+        };
+        table.insert(key.to_owned(), typed);
+    }
+    Ok(())
+}
+
+fn guess_value(v: &str) -> toml::Value {
+    if let Ok(i) = v.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Ok(b) = v.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else if let Ok(f) = v.parse::<f64>() {
+        toml::Value::Float(f)
+    } else {
+        toml::Value::String(v.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    const FILE: &str = r#"
+        [database]
+        url = "postgres://u:pw@db/minipay"
+        [api]
+        listen = "0.0.0.0:8080"
+        [notify]
+        public_url = "https://pay.example.com/"
+        [[merchants]]
+        mch_id = "1900000109"
+        api_key = "192006250b4c09247ec02edce69f6a2d"
+        sign_type = "HMAC-SHA256"
+        [[apps]]
+        appid = "wxd930ea5d5a258f4f"
+        mch_id = "1900000109"
+        secret = "s3cret-app"
+        default = true
+    "#;
+
+    #[test]
+    fn defaults_load_without_a_file() {
+        let c = Config::from_toml_with_env("", env(&[]), Path::new(".")).unwrap();
+        assert_eq!(c.wechat.pay_base_url, "https://api.mch.weixin.qq.com");
+        assert_eq!(c.wechat.api_base_url, "https://api.weixin.qq.com");
+        assert_eq!(c.api.listen, "127.0.0.1:8080");
+        assert!(c.merchants.is_empty());
+    }
+
+    #[test]
+    fn file_and_env_overrides() {
+        let e = env(&[
+            ("MINIPAY_DATABASE_URL", "postgres://other/db"),
+            ("MINIPAY_DATABASE_MAX_CONNECTIONS", "7"),
+            ("MINIPAY_API_LISTEN", "127.0.0.1:9999"),
+            ("MINIPAY_WECHAT_TIMEOUT_MS", "1234"),
+            ("MINIPAY_MERCHANT_1900000109_API_KEY", "from-env-key"),
+            ("MINIPAY_APP_WXD930EA5D5A258F4F_SECRET", "from-env-secret"),
+            ("UNRELATED", "x"),
+        ]);
+        let c = Config::from_toml_with_env(FILE, e, Path::new(".")).unwrap();
+        assert_eq!(c.database.url.expose_secret(), "postgres://other/db");
+        assert_eq!(c.database.max_connections, 7);
+        assert_eq!(c.api.listen, "127.0.0.1:9999");
+        assert_eq!(c.wechat.timeout, Duration::from_millis(1234));
+        assert_eq!(c.merchants[0].api_key.expose(), "from-env-key");
+        assert_eq!(c.merchants[0].sign_type, SignType::HmacSha256);
+        assert_eq!(c.apps[0].secret.expose_secret(), "from-env-secret");
+        assert_eq!(c.pay_notify_url(), "https://pay.example.com/wxpay/notify/pay");
+        assert_eq!(c.default_app().unwrap().appid, "wxd930ea5d5a258f4f");
+    }
+
+    #[test]
+    fn a_numeric_looking_string_stays_a_string() {
+        let c = Config::from_toml_with_env(FILE, env(&[("MINIPAY_API_LISTEN", "8080")]), Path::new(".")).unwrap();
+        assert_eq!(c.api.listen, "8080");
+    }
+
+    #[test]
+    fn secrets_from_files_and_debug_redacts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("key"), "file-api-key-0001\n").unwrap();
+        std::fs::write(dir.path().join("secret"), "file-app-secret\n").unwrap();
+        let text = r#"
+            [[merchants]]
+            mch_id = "1230000109"
+            api_key_file = "key"
+            [[apps]]
+            appid = "wx1"
+            mch_id = "1230000109"
+            secret_file = "secret"
+        "#;
+        let c = Config::from_toml_with_env(text, env(&[]), dir.path()).unwrap();
+        assert_eq!(c.merchants[0].api_key.expose(), "file-api-key-0001");
+        assert_eq!(c.apps[0].secret.expose_secret(), "file-app-secret");
+        let d = format!("{c:?}");
+        for secret in ["file-api-key-0001", "file-app-secret", "minipay@127.0.0.1"] {
+            assert!(!d.contains(secret), "{secret} leaked into {d}");
+        }
+        assert_eq!(c.merchant_app("1230000109").unwrap().appid, "wx1");
+    }
+
+    #[test]
+    fn refuses_bad_configurations() {
+        let bad = [
+            "[[merchants]]\nmch_id = \"19x\"\napi_key = \"k\"",
+            "[[merchants]]\nmch_id = \"1900000109\"",
+            "[[apps]]\nappid = \"wx1\"\nmch_id = \"1900000109\"\nsecret = \"s\"",
+            "[wechat]\npay_base_url = \"ftp://x\"",
+            "[api]\nlisten = \"x\"\nnonsense = 1",
+            "[[merchants]]\nmch_id = \"1900000109\"\napi_key = \"k\"\ncert_pem_file = \"c.pem\"",
+        ];
+        for text in bad {
+            assert!(Config::from_toml_with_env(text, env(&[]), Path::new(".")).is_err(), "accepted: {text}");
+        }
+        let missing =
+            Config::from_toml_with_env("[wechat]\nca_file = \"/nonexistent/ca.pem\"", env(&[]), Path::new("."));
+        assert!(matches!(missing, Err(ConfigError::Read { .. })));
+    }
+}
