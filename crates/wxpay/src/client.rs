@@ -251,7 +251,7 @@ impl Client {
 
     /// Downloads a trade bill. `Success` carries the raw body of any 2xx answer: bill text,
     /// gzip, or WeChat's XML error (`No Bill Exist`, `Bill Creating`, …) — hand it to
-    /// `crate::bill::decode_body`, which tells them apart. Transport errors and non-2xx
+    /// [`crate::bill::decode_body`], which tells them apart. Transport errors and non-2xx
     /// statuses are Unknown (a download is safe to repeat).
     pub async fn download_bill(&self, req: &DownloadBillRequest) -> Result<Outcome<Vec<u8>>, CallError> {
         self.download(req).await

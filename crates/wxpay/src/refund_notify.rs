@@ -10,6 +10,11 @@ use base64::engine::general_purpose::STANDARD;
 use md5::{Digest, Md5};
 use openssl::symm::{Cipher, decrypt, encrypt};
 
+use chrono::{DateTime, Utc};
+
+use crate::Fen;
+use crate::api::refund::RefundStatus;
+use crate::api::{ParseError, parse_wechat_time};
 use crate::secret::ApiKey;
 use crate::xml::{self, Params};
 
@@ -50,6 +55,57 @@ pub fn encrypt_req_info(fields: &Params, key: &ApiKey) -> String {
     STANDARD.encode(cipher_text)
 }
 
+/// The decrypted refund result, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundNotifyInfo {
+    pub transaction_id: String,
+    pub out_trade_no: String,
+    pub refund_id: String,
+    pub out_refund_no: String,
+    pub total_fee: Fen,
+    pub refund_fee: Fen,
+    pub settlement_refund_fee: Option<Fen>,
+    /// SUCCESS, CHANGE or REFUNDCLOSE (PROCESSING is never notified).
+    pub refund_status: RefundStatus,
+    /// Present when SUCCESS.
+    pub success_time: Option<DateTime<Utc>>,
+    /// WeChat's spelling ("accout").
+    pub refund_recv_accout: Option<String>,
+    pub refund_account: Option<String>,
+    pub refund_request_source: Option<String>,
+}
+
+impl RefundNotifyInfo {
+    pub fn from_params(p: &Params) -> Result<RefundNotifyInfo, ParseError> {
+        let opt = |k: &str| p.get(k).filter(|v| !v.is_empty()).cloned();
+        let req = |k: &'static str| opt(k).ok_or(ParseError::Missing(k));
+        let fen = |k: &'static str, v: String| {
+            Fen::parse_fen(&v).map_err(|_| ParseError::Invalid { field: k.into(), value: v })
+        };
+        let status = req("refund_status")?;
+        Ok(RefundNotifyInfo {
+            transaction_id: req("transaction_id")?,
+            out_trade_no: req("out_trade_no")?,
+            refund_id: req("refund_id")?,
+            out_refund_no: req("out_refund_no")?,
+            total_fee: fen("total_fee", req("total_fee")?)?,
+            refund_fee: fen("refund_fee", req("refund_fee")?)?,
+            settlement_refund_fee: opt("settlement_refund_fee").map(|v| fen("settlement_refund_fee", v)).transpose()?,
+            refund_status: RefundStatus::parse(&status)
+                .ok_or(ParseError::UnknownState { field: "refund_status", value: status })?,
+            success_time: match opt("success_time") {
+                None => None,
+                Some(v) => {
+                    Some(parse_wechat_time(&v).ok_or(ParseError::Invalid { field: "success_time".into(), value: v })?)
+                }
+            },
+            refund_recv_accout: opt("refund_recv_accout"),
+            refund_account: opt("refund_account"),
+            refund_request_source: opt("refund_request_source"),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +124,10 @@ mod tests {
         assert_eq!(p["success_time"], "2017-11-25 15:36:17");
         assert_eq!(p["refund_recv_accout"], "支付用户零钱");
         assert_eq!(p["transaction_id"], "4200000015201711256947025404");
+        let info = RefundNotifyInfo::from_params(&p).unwrap();
+        assert_eq!(info.refund_fee, Fen::new(6));
+        assert_eq!(info.refund_status, RefundStatus::Success);
+        assert_eq!(info.success_time.unwrap().to_rfc3339(), "2017-11-25T07:36:17+00:00");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! HMAC-SHA256 only). Only the request side lives here: a successful answer is not an XML
 //! document but the bill text (or gzip), so [`crate::client::Client::download_bill`] and
 //! [`crate::client::Client::download_fund_flow`] hand the raw body over as bytes, and
-//! `crate::bill::decode_body` tells a bill from WeChat's XML error (`No Bill Exist` is an
+//! [`crate::bill::decode_body`] tells a bill from WeChat's XML error (`No Bill Exist` is an
 //! empty day, `Bill Creating` means "later").
 
 use chrono::NaiveDate;
