@@ -16,9 +16,14 @@
 //! schema is being built by several people at once and builds must not need a database.
 
 pub mod audit;
+pub mod clients;
 pub mod db;
 pub mod domain;
+pub mod idempotency;
 pub mod ledger;
+pub mod orders;
+pub mod refunds;
+pub mod users;
 pub mod webhooks;
 
 pub use db::MIGRATOR;

@@ -1,0 +1,123 @@
+//! `Idempotency-Key`: the first response to a (client, key) is stored and replayed to every
+//! repeat with the same request; a repeat with a different request is refused.
+//!
+//! Protocol (the api's middleware drives it):
+//! 1. [`begin`] inserts the key with the request's hash (`INSERT … ON CONFLICT DO NOTHING`).
+//!    Inserted → [`Begin::Started`]: run the request, then [`complete`] with the response.
+//! 2. Not inserted → the stored row decides: a different hash (or method/path) is
+//!    [`Begin::Mismatch`]; a stored response is [`Begin::Replay`]; no response yet is
+//!    [`Begin::InProgress`] (another request with the key is running; poll [`begin`] again).
+//! 3. A key whose request never completed (the process died) is taken over after
+//!    `stale_after`, so a crash cannot block a key forever.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// The outcome of claiming a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Begin {
+    Started,
+    Replay { status: u16, body: serde_json::Value },
+    Mismatch,
+    InProgress,
+}
+
+/// The request as the key remembers it.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyedRequest<'a> {
+    pub client_id: Uuid,
+    pub key: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    /// SHA-256 hex of the body (the caller decides what "same request" means).
+    pub request_hash: &'a str,
+}
+
+/// Claims `key` for this request, or tells what to do instead (see the module docs).
+pub async fn begin(pool: &PgPool, r: &KeyedRequest<'_>, stale_after: Duration) -> Result<Begin, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (client_id, key, method, path, request_hash)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (client_id, key) DO NOTHING",
+    )
+    .bind(r.client_id)
+    .bind(r.key)
+    .bind(r.method)
+    .bind(r.path)
+    .bind(r.request_hash)
+    .execute(pool)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(Begin::Started);
+    }
+    type Row = (String, String, String, Option<i32>, Option<serde_json::Value>, bool);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT method, path, request_hash, response_status, response_body,
+                updated_at < now() - make_interval(secs => $3)
+           FROM idempotency_keys WHERE client_id = $1 AND key = $2",
+    )
+    .bind(r.client_id)
+    .bind(r.key)
+    .bind(stale_after.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    let Some((method, path, hash, status, body, stale)) = row else {
+        // Deleted between our insert and select (an aborted request released it): retry.
+        return Ok(Begin::InProgress);
+    };
+    if method != r.method || path != r.path || hash != r.request_hash {
+        return Ok(Begin::Mismatch);
+    }
+    match (status, body) {
+        (Some(s), body) => Ok(Begin::Replay { status: s as u16, body: body.unwrap_or(serde_json::Value::Null) }),
+        (None, _) if stale => {
+            // Take the abandoned key over; only one of several racing takers wins.
+            let taken = sqlx::query(
+                "UPDATE idempotency_keys SET updated_at = now()
+                  WHERE client_id = $1 AND key = $2 AND response_status IS NULL
+                    AND updated_at < now() - make_interval(secs => $3)",
+            )
+            .bind(r.client_id)
+            .bind(r.key)
+            .bind(stale_after.as_secs_f64())
+            .execute(pool)
+            .await?;
+            Ok(if taken.rows_affected() == 1 { Begin::Started } else { Begin::InProgress })
+        }
+        (None, _) => Ok(Begin::InProgress),
+    }
+}
+
+/// Stores the response to replay.
+pub async fn complete(
+    pool: &PgPool,
+    client_id: Uuid,
+    key: &str,
+    status: u16,
+    body: &serde_json::Value,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE client_id = $1 AND key = $2",
+    )
+    .bind(client_id)
+    .bind(key)
+    .bind(i32::from(status))
+    .bind(body)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Forgets a claimed key whose request produced nothing worth replaying (the handler
+/// panicked or the response could not be stored), so a retry runs again.
+pub async fn release(pool: &PgPool, client_id: Uuid, key: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE client_id = $1 AND key = $2 AND response_status IS NULL")
+        .bind(client_id)
+        .bind(key)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Payment orders. State changes go through [`check_transition`] (the allowed transitions
+//! live in [`crate::domain`]); becoming `paid` is not here on purpose: only
+//! [`crate::settle::apply_payment`] does that, with the ledger posting and the webhook.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::domain::{OrderStatus, State, check_transition};
+use crate::{Fen, StoreError};
+
+/// An order as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Order {
+    pub id: i64,
+    pub out_trade_no: String,
+    pub appid: String,
+    pub mch_id: String,
+    pub client_id: Option<Uuid>,
+    pub openid: String,
+    pub amount: Fen,
+    pub description: String,
+    pub attach: Option<String>,
+    pub status: OrderStatus,
+    pub sign_type: String,
+    pub prepay_id: Option<String>,
+    pub prepay_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    pub transaction_id: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub cash_fee: Option<Fen>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub paid_after_close: bool,
+    /// Reserved by refunds that are not closed or failed (see `settle`'s reservation rule).
+    pub refunded_amount: Fen,
+    pub last_error: Option<String>,
+    pub queried_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Order {
+    /// What can still be refunded.
+    pub fn refundable(&self) -> Fen {
+        Fen::new(self.amount.get() - self.refunded_amount.get())
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self.status, OrderStatus::Created | OrderStatus::Prepaid)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    out_trade_no: String,
+    appid: String,
+    mch_id: String,
+    client_id: Option<Uuid>,
+    openid: String,
+    amount: i64,
+    description: String,
+    attach: Option<String>,
+    status: String,
+    sign_type: String,
+    prepay_id: Option<String>,
+    prepay_at: Option<DateTime<Utc>>,
+    expires_at: DateTime<Utc>,
+    transaction_id: Option<String>,
+    paid_at: Option<DateTime<Utc>>,
+    cash_fee: Option<i64>,
+    closed_at: Option<DateTime<Utc>>,
+    paid_after_close: bool,
+    refunded_amount: i64,
+    last_error: Option<String>,
+    queried_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<Row> for Order {
+    type Error = StoreError;
+    fn try_from(r: Row) -> Result<Order, StoreError> {
+        let status = OrderStatus::parse(&r.status)
+            .ok_or_else(|| StoreError::Conflict(format!("unknown order status {:?}", r.status)))?;
+        Ok(Order {
+            id: r.id,
+            out_trade_no: r.out_trade_no,
+            appid: r.appid,
+            mch_id: r.mch_id,
+            client_id: r.client_id,
+            openid: r.openid,
+            amount: Fen::new(r.amount),
+            description: r.description,
+            attach: r.attach,
+            status,
+            sign_type: r.sign_type,
+            prepay_id: r.prepay_id,
+            prepay_at: r.prepay_at,
+            expires_at: r.expires_at,
+            transaction_id: r.transaction_id,
+            paid_at: r.paid_at,
+            cash_fee: r.cash_fee.map(Fen::new),
+            closed_at: r.closed_at,
+            paid_after_close: r.paid_after_close,
+            refunded_amount: Fen::new(r.refunded_amount),
+            last_error: r.last_error,
+            queried_at: r.queried_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, out_trade_no, appid, mch_id, client_id, openid, amount, description, attach, status,
+    sign_type, prepay_id, prepay_at, expires_at, transaction_id, paid_at, cash_fee, closed_at, paid_after_close,
+    refunded_amount, last_error, queried_at, created_at, updated_at";
+
+/// What a new order needs.
+#[derive(Clone, Debug)]
+pub struct NewOrder<'a> {
+    pub out_trade_no: &'a str,
+    pub appid: &'a str,
+    pub mch_id: &'a str,
+    pub client_id: Option<Uuid>,
+    pub openid: &'a str,
+    pub amount: Fen,
+    pub description: &'a str,
+    pub attach: Option<&'a str>,
+    pub sign_type: &'a str,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Inserts an order in state `created`. A taken out_trade_no is [`StoreError::Conflict`].
+pub async fn insert(conn: &mut PgConnection, o: &NewOrder<'_>) -> Result<Order, StoreError> {
+    let row: Result<Row, sqlx::Error> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO orders (out_trade_no, appid, mch_id, client_id, openid, amount, description, attach, status,
+                             sign_type, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $10) RETURNING {COLUMNS}"
+    )))
+    .bind(o.out_trade_no)
+    .bind(o.appid)
+    .bind(o.mch_id)
+    .bind(o.client_id)
+    .bind(o.openid)
+    .bind(o.amount.get())
+    .bind(o.description)
+    .bind(o.attach)
+    .bind(o.sign_type)
+    .bind(o.expires_at)
+    .fetch_one(conn)
+    .await;
+    match row {
+        Ok(r) => r.try_into(),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::Conflict(format!("out_trade_no {} is taken", o.out_trade_no)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The order with this out_trade_no.
+pub async fn find<'c>(e: impl PgExecutor<'c>, out_trade_no: &str) -> Result<Option<Order>, StoreError> {
+    let row: Option<Row> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders WHERE out_trade_no = $1")))
+            .bind(out_trade_no)
+            .fetch_optional(e)
+            .await?;
+    row.map(Order::try_from).transpose()
+}
+
+/// The order, locked (`FOR UPDATE`) until the caller's transaction ends. Refund creation
+/// and settlement lock the order first, so they serialize per order.
+pub async fn lock(conn: &mut PgConnection, out_trade_no: &str) -> Result<Option<Order>, StoreError> {
+    let row: Option<Row> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders WHERE out_trade_no = $1 FOR UPDATE")))
+            .bind(out_trade_no)
+            .fetch_optional(conn)
+            .await?;
+    row.map(Order::try_from).transpose()
+}
+
+/// The next open order past its expiry that no other worker holds, locked.
+pub async fn lock_next_expired(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<Option<Order>, StoreError> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM orders WHERE status IN ('created', 'prepaid') AND expires_at <= $1
+          ORDER BY expires_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+    )))
+    .bind(now)
+    .fetch_optional(conn)
+    .await?;
+    row.map(Order::try_from).transpose()
+}
+
+async fn transition(
+    conn: &mut PgConnection,
+    order: &Order,
+    to: OrderStatus,
+    sql: &'static str,
+    bind: Option<&str>,
+) -> Result<(), StoreError> {
+    check_transition(order.status, to)?;
+    let done = sqlx::query(sql).bind(order.id).bind(order.status.as_str()).bind(bind).execute(conn).await?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::Conflict(format!("order {} changed concurrently", order.out_trade_no)));
+    }
+    Ok(())
+}
+
+/// `created`/`prepaid` → `prepaid` with WeChat's prepay_id.
+pub async fn set_prepaid(conn: &mut PgConnection, order: &Order, prepay_id: &str) -> Result<(), StoreError> {
+    transition(
+        conn,
+        order,
+        OrderStatus::Prepaid,
+        "UPDATE orders SET status = 'prepaid', prepay_id = $3, prepay_at = now(), last_error = NULL
+          WHERE id = $1 AND status = $2",
+        Some(prepay_id),
+    )
+    .await
+}
+
+/// Closed at WeChat (or never known to WeChat): no payment can arrive any more.
+pub async fn set_closed(conn: &mut PgConnection, order: &Order) -> Result<(), StoreError> {
+    transition(
+        conn,
+        order,
+        OrderStatus::Closed,
+        "UPDATE orders SET status = 'closed', closed_at = now(), last_error = coalesce($3, last_error)
+          WHERE id = $1 AND status = $2",
+        None,
+    )
+    .await
+}
+
+/// WeChat refused the order for good (e.g. a parameter it rejects); `error` says why.
+pub async fn set_failed(conn: &mut PgConnection, order: &Order, error: &str) -> Result<(), StoreError> {
+    transition(
+        conn,
+        order,
+        OrderStatus::Failed,
+        "UPDATE orders SET status = 'failed', last_error = $3 WHERE id = $1 AND status = $2",
+        Some(error),
+    )
+    .await
+}
+
+/// Remembers the last upstream problem (shown to operators; the state is unchanged).
+pub async fn record_error<'c>(e: impl PgExecutor<'c>, id: i64, error: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE orders SET last_error = $2 WHERE id = $1").bind(id).bind(error).execute(e).await?;
+    Ok(())
+}
+
+/// Remembers that orderquery was asked now (reads settle a stale order at most this often).
+pub async fn mark_queried<'c>(e: impl PgExecutor<'c>, id: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE orders SET queried_at = now() WHERE id = $1").bind(id).execute(e).await?;
+    Ok(())
+}
+
+/// Orders per status (for the metrics endpoint).
+pub async fn count_by_status<'c>(e: impl PgExecutor<'c>) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status").fetch_all(e).await?)
+}
