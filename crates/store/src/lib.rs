@@ -21,8 +21,10 @@ pub mod db;
 pub mod domain;
 pub mod idempotency;
 pub mod ledger;
+pub mod notifications;
 pub mod orders;
 pub mod refunds;
+pub mod settle;
 pub mod users;
 pub mod webhooks;
 

@@ -1,0 +1,702 @@
+//! Settlement: THE one code path that applies a payment or refund result reported by WeChat.
+//!
+//! Every source of truth about money — the payment/refund notification, `orderquery` /
+//! `refundquery` follow-ups, the order-expiry job, reconciliation repairs, an operator —
+//! calls [`apply_payment`] or [`apply_refund_result`], so an order is paid (and the ledger
+//! posted, the webhook queued, the audit line written) in exactly one way, exactly once.
+//!
+//! Both functions run inside the caller's transaction (`&mut PgConnection` of an open
+//! transaction) and never commit: the caller stores what it must alongside (the raw
+//! notification, a query timestamp) and commits once. They lock the row first
+//! (`SELECT … FOR UPDATE`; an order before its refund, the same order the refund-creation path
+//! uses), so concurrent deliveries of the same fact serialize and all but the first see the
+//! result as already applied.
+//!
+//! Facts are compared against our records, never trusted over them: a disagreement (amount,
+//! openid, appid, mch_id, unknown number, a second transaction for a paid order, conflicting
+//! refund states) changes nothing and records a row in `settlement_anomalies` that operators
+//! and reconciliation see. Identifiers in the facts are plain strings, not the domain
+//! newtypes, on purpose: they are WeChat's claims, and a malformed one is just a mismatch to
+//! record, not an input error.
+//!
+//! Refund reservation rule (agreed with the refund-creation path in `refunds.rs`): creating a
+//! refund adds its amount to `orders.refunded_amount`; the amount stays reserved while the
+//! refund is pending, processing, unknown, succeeded or abnormal, and is released (subtracted)
+//! exactly once, by the transition into `closed` or `failed`.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::{OrderStatus, RefundStatus, State, check_transition, mask};
+use crate::ledger::{self, Kind, Movement};
+use crate::{Fen, StoreError, audit, webhooks};
+
+/// Where a fact came from: recorded on the audit line and on anomalies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A verified WeChat notification, stored as `wxpay_notifications.id`.
+    Notification { notification_id: i64 },
+    /// A `pay/orderquery` answer (payments follow-up, expiry job).
+    OrderQuery,
+    /// A `pay/refundquery` answer.
+    RefundQuery,
+    /// A reconciliation repair; `run_id` names the run when there is one.
+    Reconciliation { run_id: Option<i64> },
+    /// A person, through an admin tool; `actor` is their API client id.
+    Operator { actor: String },
+}
+
+impl Source {
+    /// The stable name stored in `settlement_anomalies.source` and audit details.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Source::Notification { .. } => "notification",
+            Source::OrderQuery => "orderquery",
+            Source::RefundQuery => "refundquery",
+            Source::Reconciliation { .. } => "reconciliation",
+            Source::Operator { .. } => "operator",
+        }
+    }
+
+    /// The audit actor: `system:<component>` for machines, the client id for people.
+    pub fn actor(&self) -> String {
+        match self {
+            Source::Operator { actor } => actor.clone(),
+            other => format!("system:{}", other.as_str()),
+        }
+    }
+
+    fn notification_id(&self) -> Option<i64> {
+        match self {
+            Source::Notification { notification_id } => Some(*notification_id),
+            _ => None,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            Source::Notification { notification_id } => {
+                json!({"source": "notification", "notification_id": notification_id})
+            }
+            Source::Reconciliation { run_id } => json!({"source": "reconciliation", "run_id": run_id}),
+            Source::Operator { actor } => json!({"source": "operator", "actor": actor}),
+            other => json!({"source": other.as_str()}),
+        }
+    }
+}
+
+/// A successful payment as WeChat reports it (notification or `orderquery` with
+/// trade_state SUCCESS). Only report payments that succeeded; failures change nothing.
+#[derive(Clone, Debug)]
+pub struct PaymentFacts {
+    pub out_trade_no: String,
+    pub mch_id: String,
+    pub appid: String,
+    /// Compared in full, logged and stored in anomalies only masked.
+    pub openid: String,
+    /// `total_fee`: must equal the order's amount.
+    pub total_fee: Fen,
+    /// `cash_fee`: what the user paid in cash (≤ total_fee; the rest were coupons).
+    pub cash_fee: Option<Fen>,
+    pub transaction_id: String,
+    /// `time_end`, converted from Asia/Shanghai.
+    pub paid_at: DateTime<Utc>,
+    pub bank_type: Option<String>,
+    pub source: Source,
+}
+
+/// What [`apply_payment`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentApplied {
+    /// The order is now paid, ledger posted, webhook queued. `late`: the order had been
+    /// closed (or failed) locally; the payment wins, the order is flagged `paid_after_close`
+    /// and a `paid_after_close` anomaly is open for an operator (refund or deliver).
+    Applied { late: bool },
+    /// The order was already paid by this transaction: nothing changed.
+    AlreadyApplied,
+    /// The facts disagree with the order (or the order is paid by another transaction):
+    /// nothing changed, an anomaly was recorded.
+    Mismatch { anomaly_id: i64, reason: String },
+    /// No order has this out_trade_no: an anomaly was recorded.
+    UnknownOrder { anomaly_id: i64 },
+}
+
+/// A refund's final (or abnormal) result as WeChat reports it (notification or
+/// `refundquery`). PROCESSING is not a result: don't call with it.
+#[derive(Clone, Debug)]
+pub struct RefundFacts {
+    pub out_refund_no: String,
+    /// WeChat's `refund_id`.
+    pub refund_id: String,
+    /// The merchant the result belongs to (the key that decrypted it / answered the query).
+    pub mch_id: String,
+    /// When WeChat named the order (`out_trade_no`), it must be the refund's order.
+    pub out_trade_no: Option<String>,
+    pub status: RefundResult,
+    /// `refund_fee`: must equal the refund's amount.
+    pub refund_fee: Fen,
+    /// `success_time`, converted from Asia/Shanghai (present when status is Succeeded).
+    pub success_time: Option<DateTime<Utc>>,
+    /// `refund_recv_accout` (sic): where the money went, e.g. "支付用户零钱".
+    pub recv_account: Option<String>,
+    pub source: Source,
+}
+
+/// WeChat's refund results. Mapping from WeChat: `SUCCESS` → Succeeded, `REFUNDCLOSE` →
+/// Closed, `CHANGE` → Abnormal (the money could not reach the user; an operator must act).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundResult {
+    Succeeded,
+    Closed,
+    Abnormal,
+}
+
+impl RefundResult {
+    /// WeChat's `refund_status` value; PROCESSING and unknown values are not results.
+    pub fn from_wechat(s: &str) -> Option<RefundResult> {
+        match s {
+            "SUCCESS" => Some(RefundResult::Succeeded),
+            "REFUNDCLOSE" => Some(RefundResult::Closed),
+            "CHANGE" => Some(RefundResult::Abnormal),
+            _ => None,
+        }
+    }
+
+    fn status(self) -> RefundStatus {
+        match self {
+            RefundResult::Succeeded => RefundStatus::Succeeded,
+            RefundResult::Closed => RefundStatus::Closed,
+            RefundResult::Abnormal => RefundStatus::Abnormal,
+        }
+    }
+}
+
+/// What [`apply_refund_result`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundApplied {
+    /// The refund moved to `status`: ledger posted (succeeded), reservation released
+    /// (closed), webhook queued.
+    Applied { status: RefundStatus },
+    /// The refund already had this result: nothing changed.
+    AlreadyApplied,
+    /// The facts disagree with the refund (amount, merchant, order, refund_id, or a result
+    /// that contradicts a final state): nothing changed, an anomaly was recorded.
+    Mismatch { anomaly_id: i64, reason: String },
+    /// No refund has this out_refund_no: an anomaly was recorded.
+    UnknownRefund { anomaly_id: i64 },
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: i64,
+    appid: String,
+    mch_id: String,
+    client_id: Option<Uuid>,
+    openid: String,
+    amount: i64,
+    status: String,
+    transaction_id: Option<String>,
+}
+
+fn parse_state<S: State>(s: &str) -> Result<S, StoreError> {
+    S::parse(s).ok_or_else(|| StoreError::Conflict(format!("unknown {} status {s:?} in the database", S::ENTITY)))
+}
+
+/// Applies a successful payment to its order, once. Call inside an open transaction and
+/// commit after; on `Err` roll back (nothing may be acknowledged).
+///
+/// Locks the order row (`FOR UPDATE`), cross-checks appid, mch_id, openid, total_fee (and
+/// cash_fee ≤ total_fee), then moves it to `paid` through [`check_transition`], posts
+/// `Kind::Payment` for total_fee, queues `payment.succeeded` when the order has a client and
+/// writes an audit line. A payment for an order we closed locally wins (see
+/// [`PaymentApplied::Applied`]).
+pub async fn apply_payment(conn: &mut PgConnection, f: &PaymentFacts) -> Result<PaymentApplied, StoreError> {
+    let order: Option<OrderRow> = sqlx::query_as(
+        "SELECT id, appid, mch_id, client_id, openid, amount, status, transaction_id
+           FROM orders WHERE out_trade_no = $1 FOR UPDATE",
+    )
+    .bind(&f.out_trade_no)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let facts_json = payment_facts_json(f);
+    let Some(order) = order else {
+        let id = record_anomaly(
+            conn,
+            &NewAnomaly {
+                kind: "unknown_order",
+                reference: &f.out_trade_no,
+                mch_id: &f.mch_id,
+                source: &f.source,
+                reason: "no order has this out_trade_no".into(),
+                details: json!({"wechat": facts_json}),
+                dedupe_key: format!("unknown_order:{}:{}:{}", f.mch_id, f.out_trade_no, f.transaction_id),
+            },
+        )
+        .await?;
+        return Ok(PaymentApplied::UnknownOrder { anomaly_id: id });
+    };
+    let status: OrderStatus = parse_state(&order.status)?;
+
+    let mut differences = Vec::new();
+    if order.mch_id != f.mch_id {
+        differences.push("mch_id");
+    }
+    if order.appid != f.appid {
+        differences.push("appid");
+    }
+    if order.openid != f.openid {
+        differences.push("openid");
+    }
+    if order.amount != f.total_fee.get() {
+        differences.push("total_fee");
+    }
+    if f.cash_fee.is_some_and(|c| c.get() < 0 || c.get() > f.total_fee.get()) {
+        differences.push("cash_fee");
+    }
+    let ours = json!({
+        "appid": order.appid, "mch_id": order.mch_id, "openid": mask(&order.openid),
+        "amount": order.amount, "status": order.status, "transaction_id": order.transaction_id,
+    });
+    if !differences.is_empty() {
+        let reason = format!("{} differ from the order", differences.join(", "));
+        let id = record_anomaly(
+            conn,
+            &NewAnomaly {
+                kind: "order_mismatch",
+                reference: &f.out_trade_no,
+                mch_id: &f.mch_id,
+                source: &f.source,
+                reason: reason.clone(),
+                details: json!({"wechat": facts_json, "ours": ours, "fields": differences}),
+                dedupe_key: format!("order_mismatch:{}:{}", f.out_trade_no, f.transaction_id),
+            },
+        )
+        .await?;
+        return Ok(PaymentApplied::Mismatch { anomaly_id: id, reason });
+    }
+
+    if status == OrderStatus::Paid {
+        if order.transaction_id.as_deref() == Some(f.transaction_id.as_str()) {
+            return Ok(PaymentApplied::AlreadyApplied);
+        }
+        // Two genuine payments for one out_trade_no should be impossible at WeChat; if it
+        // happens the user paid twice and an operator must refund one.
+        let reason = "order already paid by another transaction_id".to_owned();
+        let id = record_anomaly(
+            conn,
+            &NewAnomaly {
+                kind: "duplicate_payment",
+                reference: &f.out_trade_no,
+                mch_id: &f.mch_id,
+                source: &f.source,
+                reason: reason.clone(),
+                details: json!({"wechat": facts_json, "ours": ours}),
+                dedupe_key: format!("duplicate_payment:{}:{}", f.out_trade_no, f.transaction_id),
+            },
+        )
+        .await?;
+        return Ok(PaymentApplied::Mismatch { anomaly_id: id, reason });
+    }
+
+    // transaction_id is unique across orders: a clash would abort the caller's transaction
+    // with a unique violation, so look first (under the order lock; the index makes it cheap).
+    let clash: Option<(String,)> =
+        sqlx::query_as("SELECT out_trade_no FROM orders WHERE transaction_id = $1 AND id <> $2")
+            .bind(&f.transaction_id)
+            .bind(order.id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some((other,)) = clash {
+        let reason = format!("transaction_id already belongs to order {other}");
+        let id = record_anomaly(
+            conn,
+            &NewAnomaly {
+                kind: "order_mismatch",
+                reference: &f.out_trade_no,
+                mch_id: &f.mch_id,
+                source: &f.source,
+                reason: reason.clone(),
+                details: json!({"wechat": facts_json, "ours": ours, "other_order": other}),
+                dedupe_key: format!("order_mismatch:{}:{}", f.out_trade_no, f.transaction_id),
+            },
+        )
+        .await?;
+        return Ok(PaymentApplied::Mismatch { anomaly_id: id, reason });
+    }
+
+    check_transition(status, OrderStatus::Paid)?;
+    let late = matches!(status, OrderStatus::Closed | OrderStatus::Failed);
+    let updated = sqlx::query(
+        "UPDATE orders SET status = 'paid', transaction_id = $2, paid_at = $3, bank_type = $4, cash_fee = $5,
+                paid_after_close = $6, last_error = NULL
+          WHERE id = $1 AND status = $7",
+    )
+    .bind(order.id)
+    .bind(&f.transaction_id)
+    .bind(f.paid_at)
+    .bind(&f.bank_type)
+    .bind(f.cash_fee.map(|c| c.get()))
+    .bind(late)
+    .bind(status.as_str())
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() != 1 {
+        // Unreachable while we hold the row lock; refuse rather than post money twice.
+        return Err(StoreError::Conflict(format!("order {} changed under its row lock", f.out_trade_no)));
+    }
+
+    ledger::post(conn, &Movement::standard(Kind::Payment, &f.out_trade_no, &f.mch_id, f.total_fee, f.paid_at)).await?;
+    if let Some(client) = order.client_id {
+        let payload = json!({
+            "out_trade_no": f.out_trade_no,
+            "status": "paid",
+            "amount": f.total_fee.get(),
+            "cash_fee": f.cash_fee.map(|c| c.get()),
+            "transaction_id": f.transaction_id,
+            "paid_at": f.paid_at,
+            "paid_after_close": late,
+        });
+        webhooks::enqueue(conn, client, "payment.succeeded", &f.out_trade_no, payload).await?;
+    }
+    let mut details = f.source.to_json();
+    details["transaction_id"] = json!(f.transaction_id);
+    details["amount"] = json!(f.total_fee.get());
+    details["from"] = json!(status.as_str());
+    details["paid_after_close"] = json!(late);
+    audit::record(conn, &f.source.actor(), "order.paid", "order", &f.out_trade_no, details).await?;
+    if late {
+        record_anomaly(
+            conn,
+            &NewAnomaly {
+                kind: "paid_after_close",
+                reference: &f.out_trade_no,
+                mch_id: &f.mch_id,
+                source: &f.source,
+                reason: format!("paid after the order was {} locally; the payment was applied", status.as_str()),
+                details: json!({"wechat": facts_json, "ours": ours}),
+                dedupe_key: format!("paid_after_close:{}", f.out_trade_no),
+            },
+        )
+        .await?;
+    }
+    Ok(PaymentApplied::Applied { late })
+}
+
+#[derive(sqlx::FromRow)]
+struct RefundRow {
+    id: i64,
+    order_id: i64,
+    client_id: Option<Uuid>,
+    amount: i64,
+    status: String,
+    refund_id: Option<String>,
+}
+
+/// Applies a refund result, once. Call inside an open transaction and commit after.
+///
+/// Locks the refund's order, then the refund (the order-first order the refund-creation path
+/// uses, so the two never deadlock), cross-checks refund_fee, mch_id, out_trade_no and
+/// refund_id, then moves the refund through [`check_transition`]:
+/// - Succeeded: posts `Kind::Refund` for refund_fee at success_time, queues
+///   `refund.succeeded`;
+/// - Closed: releases the reservation in `orders.refunded_amount`, queues `refund.failed`;
+/// - Abnormal (CHANGE): keeps the reservation, queues `refund.abnormal`, opens a
+///   `refund_abnormal` anomaly for an operator.
+///
+/// The same result again is [`RefundApplied::AlreadyApplied`]; a result that contradicts a
+/// final state (SUCCESS after closed, …) is a `refund_conflict` anomaly.
+pub async fn apply_refund_result(conn: &mut PgConnection, f: &RefundFacts) -> Result<RefundApplied, StoreError> {
+    let facts_json = refund_facts_json(f);
+    let order_id: Option<(i64,)> = sqlx::query_as("SELECT order_id FROM refunds WHERE out_refund_no = $1")
+        .bind(&f.out_refund_no)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some((order_id,)) = order_id else {
+        let id = record_anomaly(
+            conn,
+            &NewAnomaly {
+                kind: "unknown_refund",
+                reference: &f.out_refund_no,
+                mch_id: &f.mch_id,
+                source: &f.source,
+                reason: "no refund has this out_refund_no".into(),
+                details: json!({"wechat": facts_json}),
+                dedupe_key: format!("unknown_refund:{}:{}:{}", f.mch_id, f.out_refund_no, f.refund_id),
+            },
+        )
+        .await?;
+        return Ok(RefundApplied::UnknownRefund { anomaly_id: id });
+    };
+    let (out_trade_no, mch_id, order_client): (String, String, Option<Uuid>) =
+        sqlx::query_as("SELECT out_trade_no, mch_id, client_id FROM orders WHERE id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let refund: RefundRow = sqlx::query_as(
+        "SELECT id, order_id, client_id, amount, status, refund_id FROM refunds WHERE out_refund_no = $1 FOR UPDATE",
+    )
+    .bind(&f.out_refund_no)
+    .fetch_one(&mut *conn)
+    .await?;
+    let current: RefundStatus = parse_state(&refund.status)?;
+    let target = f.status.status();
+    let ours = json!({
+        "amount": refund.amount, "status": refund.status, "refund_id": refund.refund_id,
+        "out_trade_no": out_trade_no, "mch_id": mch_id,
+    });
+
+    let mut differences = Vec::new();
+    if refund.amount != f.refund_fee.get() {
+        differences.push("refund_fee");
+    }
+    if mch_id != f.mch_id {
+        differences.push("mch_id");
+    }
+    if f.out_trade_no.as_deref().is_some_and(|n| n != out_trade_no) {
+        differences.push("out_trade_no");
+    }
+    if refund.refund_id.as_deref().is_some_and(|r| r != f.refund_id) {
+        differences.push("refund_id");
+    }
+    if !differences.is_empty() {
+        let reason = format!("{} differ from the refund", differences.join(", "));
+        let id = record_anomaly(
+            conn,
+            &NewAnomaly {
+                kind: "refund_mismatch",
+                reference: &f.out_refund_no,
+                mch_id: &f.mch_id,
+                source: &f.source,
+                reason: reason.clone(),
+                details: json!({"wechat": facts_json, "ours": ours, "fields": differences}),
+                dedupe_key: format!("refund_mismatch:{}:{}:{:?}", f.out_refund_no, f.refund_id, f.status),
+            },
+        )
+        .await?;
+        return Ok(RefundApplied::Mismatch { anomaly_id: id, reason });
+    }
+    if current == target {
+        return Ok(RefundApplied::AlreadyApplied);
+    }
+    if check_transition(current, target).is_err() {
+        let reason = format!("WeChat reports {} but the refund is {}", target.as_str(), current.as_str());
+        let id = record_anomaly(
+            conn,
+            &NewAnomaly {
+                kind: "refund_conflict",
+                reference: &f.out_refund_no,
+                mch_id: &f.mch_id,
+                source: &f.source,
+                reason: reason.clone(),
+                details: json!({"wechat": facts_json, "ours": ours}),
+                dedupe_key: format!("refund_conflict:{}:{:?}", f.out_refund_no, f.status),
+            },
+        )
+        .await?;
+        return Ok(RefundApplied::Mismatch { anomaly_id: id, reason });
+    }
+
+    let succeeded_at = match f.status {
+        RefundResult::Succeeded => Some(f.success_time.unwrap_or_else(Utc::now)),
+        _ => None,
+    };
+    let failure = match f.status {
+        RefundResult::Closed => Some(("REFUNDCLOSE", "WeChat closed the refund")),
+        RefundResult::Abnormal => Some(("CHANGE", "the refund could not reach the user's account")),
+        RefundResult::Succeeded => None,
+    };
+    let updated = sqlx::query(
+        "UPDATE refunds SET status = $2, refund_id = coalesce(refund_id, $3), succeeded_at = coalesce($4, succeeded_at),
+                refund_recv_account = coalesce($5, refund_recv_account),
+                failure_code = $6, failure_message = $7
+          WHERE id = $1 AND status = $8",
+    )
+    .bind(refund.id)
+    .bind(target.as_str())
+    .bind(&f.refund_id)
+    .bind(succeeded_at)
+    .bind(&f.recv_account)
+    .bind(failure.map(|x| x.0))
+    .bind(failure.map(|x| x.1))
+    .bind(current.as_str())
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() != 1 {
+        return Err(StoreError::Conflict(format!("refund {} changed under its row lock", f.out_refund_no)));
+    }
+
+    let client = refund.client_id.or(order_client);
+    let event = match f.status {
+        RefundResult::Succeeded => {
+            let at = succeeded_at.unwrap_or_else(Utc::now);
+            ledger::post(conn, &Movement::standard(Kind::Refund, &f.out_refund_no, &mch_id, f.refund_fee, at)).await?;
+            "refund.succeeded"
+        }
+        RefundResult::Closed => {
+            release_reservation(conn, refund.order_id, refund.amount).await?;
+            "refund.failed"
+        }
+        RefundResult::Abnormal => {
+            record_anomaly(
+                conn,
+                &NewAnomaly {
+                    kind: "refund_abnormal",
+                    reference: &f.out_refund_no,
+                    mch_id: &f.mch_id,
+                    source: &f.source,
+                    reason:
+                        "WeChat reports CHANGE: the refund did not reach the user; handle it in the merchant platform"
+                            .into(),
+                    details: json!({"wechat": facts_json, "ours": ours}),
+                    dedupe_key: format!("refund_abnormal:{}", f.out_refund_no),
+                },
+            )
+            .await?;
+            "refund.abnormal"
+        }
+    };
+    if let Some(client) = client {
+        let payload = json!({
+            "out_refund_no": f.out_refund_no,
+            "out_trade_no": out_trade_no,
+            "status": target.as_str(),
+            "amount": f.refund_fee.get(),
+            "refund_id": f.refund_id,
+            "succeeded_at": succeeded_at,
+        });
+        webhooks::enqueue(conn, client, event, &f.out_refund_no, payload).await?;
+    }
+    let mut details = f.source.to_json();
+    details["refund_id"] = json!(f.refund_id);
+    details["amount"] = json!(f.refund_fee.get());
+    details["from"] = json!(current.as_str());
+    audit::record(conn, &f.source.actor(), &format!("refund.{}", target.as_str()), "refund", &f.out_refund_no, details)
+        .await?;
+    Ok(RefundApplied::Applied { status: target })
+}
+
+/// Gives a refund's reserved amount back to the order (see the module docs for the rule).
+/// The CHECK on `refunded_amount >= 0` turns a double release into an error, not bad data.
+async fn release_reservation(conn: &mut PgConnection, order_id: i64, amount: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE orders SET refunded_amount = refunded_amount - $2 WHERE id = $1")
+        .bind(order_id)
+        .bind(amount)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+fn payment_facts_json(f: &PaymentFacts) -> Value {
+    json!({
+        "out_trade_no": f.out_trade_no, "mch_id": f.mch_id, "appid": f.appid, "openid": mask(&f.openid),
+        "total_fee": f.total_fee.get(), "cash_fee": f.cash_fee.map(|c| c.get()),
+        "transaction_id": f.transaction_id, "paid_at": f.paid_at, "bank_type": f.bank_type,
+    })
+}
+
+fn refund_facts_json(f: &RefundFacts) -> Value {
+    json!({
+        "out_refund_no": f.out_refund_no, "refund_id": f.refund_id, "mch_id": f.mch_id,
+        "out_trade_no": f.out_trade_no, "status": format!("{:?}", f.status),
+        "refund_fee": f.refund_fee.get(), "success_time": f.success_time,
+    })
+}
+
+/// A new anomaly; see [`record_anomaly`].
+pub struct NewAnomaly<'a> {
+    /// One of the kinds allowed by `settlement_anomalies.kind`.
+    pub kind: &'a str,
+    pub reference: &'a str,
+    pub mch_id: &'a str,
+    pub source: &'a Source,
+    pub reason: String,
+    pub details: Value,
+    /// One row per distinct problem: a repeat bumps `occurrences` instead of adding a row.
+    pub dedupe_key: String,
+}
+
+/// Records (or counts again) an anomaly; returns its id. Runs in the caller's transaction,
+/// so an anomaly exists iff the step that found it committed.
+pub async fn record_anomaly(conn: &mut PgConnection, a: &NewAnomaly<'_>) -> Result<i64, StoreError> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO settlement_anomalies (kind, reference, mch_id, source, notification_id, reason, details, dedupe_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (dedupe_key) DO UPDATE
+            SET occurrences = settlement_anomalies.occurrences + 1, last_seen_at = now()
+         RETURNING id",
+    )
+    .bind(a.kind)
+    .bind(a.reference)
+    .bind(a.mch_id)
+    .bind(a.source.as_str())
+    .bind(a.source.notification_id())
+    .bind(&a.reason)
+    .bind(&a.details)
+    .bind(&a.dedupe_key)
+    .fetch_one(conn)
+    .await?;
+    Ok(id)
+}
+
+/// An anomaly as operators and reconciliation read it.
+#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize)]
+pub struct Anomaly {
+    pub id: i64,
+    pub kind: String,
+    pub reference: String,
+    pub mch_id: String,
+    pub source: String,
+    pub notification_id: Option<i64>,
+    pub reason: String,
+    pub details: Value,
+    pub occurrences: i32,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Open anomalies, oldest first (at most `limit`).
+pub async fn open_anomalies(conn: &mut PgConnection, limit: i64) -> Result<Vec<Anomaly>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, kind, reference, mch_id, source, notification_id, reason, details, occurrences, status, created_at
+           FROM settlement_anomalies WHERE status = 'open' ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Anomalies (open or resolved) about one out_trade_no / out_refund_no.
+pub async fn anomalies_for(conn: &mut PgConnection, reference: &str) -> Result<Vec<Anomaly>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, kind, reference, mch_id, source, notification_id, reason, details, occurrences, status, created_at
+           FROM settlement_anomalies WHERE reference = $1 ORDER BY id",
+    )
+    .bind(reference)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Marks an anomaly resolved by `actor` with a note. Returns false if it was not open.
+pub async fn resolve_anomaly(
+    conn: &mut PgConnection,
+    id: i64,
+    actor: &str,
+    resolution: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE settlement_anomalies SET status = 'resolved', resolved_at = now(), resolved_by = $2, resolution = $3
+          WHERE id = $1 AND status = 'open'",
+    )
+    .bind(id)
+    .bind(actor)
+    .bind(resolution)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 1 {
+        audit::record(conn, actor, "anomaly.resolved", "anomaly", &id.to_string(), json!({"resolution": resolution}))
+            .await?;
+    }
+    Ok(done.rows_affected() == 1)
+}
