@@ -20,6 +20,8 @@
 //! 2. `return_code` = `FAIL`:
 //!    - transfers and red packets ([`Endpoint::is_payout`]) with an `err_code`: that code is
 //!      classified by rule 4 (a numeric code such as red packets' "系统繁忙" is Unknown);
+//!    - transfers and red packets whose `return_msg` says busy ("繁忙", SYSTEMERROR) without
+//!      an `err_code` → Unknown (a guess: never treat "busy" as "nothing happened");
 //!    - otherwise → Failed `RETURN_FAIL` (signature error, missing parameter: nothing
 //!      happened).
 //! 3. `return_code` = `SUCCESS`, `result_code` = `SUCCESS` → Success. A missing
@@ -347,7 +349,13 @@ pub fn classify(endpoint: Endpoint, params: &Params) -> Outcome<()> {
             if endpoint.is_payout() && !code.is_empty() {
                 return classify_err_code(endpoint, code, describe());
             }
-            return Outcome::failed(RETURN_FAIL, get("return_msg"));
+            let msg = get("return_msg");
+            // Guess: payout endpoints have been seen answering "系统繁忙" as a bare
+            // return_code FAIL; that is not "nothing happened", so it must not be Failed.
+            if endpoint.is_payout() && (msg.contains("繁忙") || msg.contains("SYSTEMERROR")) {
+                return Outcome::unknown(format!("return_code FAIL, busy: {msg}"));
+            }
+            return Outcome::failed(RETURN_FAIL, msg);
         }
         other => return Outcome::unknown(format!("unexpected return_code {other:?}")),
     }
@@ -456,6 +464,8 @@ mod tests {
             }
             let busy = p(&[("return_code", "FAIL"), ("return_msg", "系统繁忙"), ("err_code", "4")]);
             assert!(classify(e, &busy).is_unknown());
+            let bare_busy = p(&[("return_code", "FAIL"), ("return_msg", "系统繁忙,请稍后再试.")]);
+            assert!(classify(e, &bare_busy).is_unknown());
         }
         assert_eq!(classify(Endpoint::GetHbInfo, &fail("NOT_FOUND")).failed_code(), Some("NOT_FOUND"));
     }
