@@ -17,6 +17,9 @@ const MAX_XML: u64 = 64 * 1024;
 
 const BUF: usize = 64 * 1024;
 
+/// How much of the body is read up front to classify it.
+const HEAD: usize = 64;
+
 /// WeChat's answer to a bill download.
 #[derive(Debug)]
 pub enum BillBody<R> {
@@ -92,7 +95,8 @@ impl<R: Read> BufRead for BillText<R> {
 /// bill itself: gzip is recognised by its magic bytes `1f 8b` and decompressed as it is read;
 /// a body starting with `<` (after gunzip) is WeChat's XML error.
 pub fn open_body<R: Read>(mut r: R) -> Result<BillBody<R>, BillError> {
-    let mut head = [0u8; 2];
+    // Enough of the body to see the gzip magic, or a BOM and whitespace before an XML `<`.
+    let mut head = vec![0u8; HEAD];
     let mut n = 0;
     while n < head.len() {
         match r.read(&mut head[n..]) {
@@ -102,20 +106,28 @@ pub fn open_body<R: Read>(mut r: R) -> Result<BillBody<R>, BillError> {
             Err(e) => return Err(e.into()),
         }
     }
-    let source = Cursor::new(head[..n].to_vec()).chain(r);
-    let mut text = if head[..n] == [0x1f, 0x8b] {
+    head.truncate(n);
+    let gzip = head.starts_with(&[0x1f, 0x8b]);
+    let xml = !gzip && starts_with_tag(&head);
+    let source = Cursor::new(head).chain(r);
+    let mut text = if gzip {
         BillText { inner: Inner::Gzip(BufReader::with_capacity(BUF, MultiGzDecoder::new(source))) }
     } else {
         BillText { inner: Inner::Plain(BufReader::with_capacity(BUF, source)) }
     };
-    let first = text.fill_buf()?;
-    let first = first.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(first);
-    if first.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'<') {
+    // A gzipped XML error has not been seen in the wild; checking costs nothing.
+    if !(xml || gzip && starts_with_tag(text.fill_buf()?)) {
         return Ok(BillBody::Bill(text));
     }
     let mut doc = Vec::new();
     text.take(MAX_XML).read_to_end(&mut doc)?;
     Ok(classify(&String::from_utf8_lossy(&doc)))
+}
+
+/// Whether the bytes start, after an optional BOM and whitespace, with `<`.
+fn starts_with_tag(b: &[u8]) -> bool {
+    let b = b.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(b);
+    b.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'<')
 }
 
 /// [`open_body`] for a body already in memory.
@@ -167,5 +179,11 @@ mod tests {
         let body = decode_body("交易时间,公众账号ID\n".as_bytes()).unwrap();
         assert!(matches!(body, BillBody::Bill(ref t) if !t.was_gzip()));
         assert!(matches!(decode_body(b"").unwrap(), BillBody::Bill(_)));
+    }
+
+    #[test]
+    fn xml_after_bom_and_whitespace_is_still_xml() {
+        let doc = "\u{feff}  \r\n <xml><return_code>FAIL</return_code><return_msg>Bill Creating</return_msg></xml>";
+        assert!(matches!(decode_body(doc.as_bytes()).unwrap(), BillBody::NotReady));
     }
 }
