@@ -31,6 +31,10 @@
 //!    list ([`final_codes`]) → Failed with that code; anything else (including no code) →
 //!    Unknown, because a code we have never seen cannot prove that nothing happened.
 //!
+//! Bill downloads are not classified here: their success body is not XML, and their XML
+//! errors (`No Bill Exist` = empty day, `Bill Creating` = later) are read by
+//! [`crate::bill::decode_body`]; the client only turns transport failures into Unknown.
+//!
 //! Two deliberate choices beyond the plain documentation:
 //! - `FATAL_ERROR` on transfers and red packets ("the number exists with other
 //!   parameters") is **Unknown**: the earlier request under that number may have paid, so

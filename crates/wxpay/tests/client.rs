@@ -437,3 +437,14 @@ async fn download_bill_hands_over_the_raw_body() {
     assert_eq!(sent["bill_date"], "20261124");
     assert_eq!(sent["bill_type"], "ALL");
 }
+
+#[test]
+fn extra_root_ca_is_loaded_and_garbage_refused() {
+    let (cert, _) = self_signed();
+    let mut cfg = config("https://127.0.0.1:9");
+    cfg.extra_root_ca_pem = Some(cert);
+    assert!(Client::new(cfg).is_ok());
+    let mut cfg = config("https://127.0.0.1:9");
+    cfg.extra_root_ca_pem = Some(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".to_vec());
+    assert!(matches!(Client::new(cfg), Err(wxpay::client::ClientError::RootCa(_))));
+}
