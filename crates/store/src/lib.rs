@@ -16,6 +16,7 @@
 //! schema is being built by several people at once and builds must not need a database.
 
 pub mod audit;
+pub mod batches;
 pub mod clients;
 pub mod db;
 pub mod domain;
@@ -23,6 +24,10 @@ pub mod idempotency;
 pub mod ledger;
 pub mod notifications;
 pub mod orders;
+pub mod payout_attempts;
+pub mod payout_limits;
+pub mod payouts;
+pub mod redpacks;
 pub mod refunds;
 pub mod settle;
 pub mod users;
