@@ -69,7 +69,7 @@ async fn certificate_endpoint_over_mutual_tls() {
         sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut tls = acceptor.accept(sock).expect("handshake with a client certificate");
         let peer = tls.ssl().peer_certificate().expect("client presented a certificate");
-        let cn = peer.subject_name().entries().next().unwrap().data().as_utf8().unwrap().to_string();
+        let cn = peer.subject_name().entries().next().unwrap().data().to_string().unwrap();
         let mut buf = [0u8; 8192];
         let mut got = Vec::new();
         while !got.windows(4).any(|w| w == b"\r\n\r\n") {
