@@ -1,0 +1,4 @@
+//! Route modules, one per resource family; each has `configure` and `openapi` (see the
+//! crate docs for how to add one).
+
+pub mod health;
