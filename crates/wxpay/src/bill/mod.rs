@@ -22,7 +22,7 @@
 //! - [`fund`]: [`FundFlowReader`] for the fund-flow bill.
 //! - [`body`]: [`open_body`] / [`decode_body`] tell a bill from WeChat's XML error answer and
 //!   undo gzip.
-//! - [`write`]: [`BillWriter`] and [`FundFlowWriter`] produce WeChat's exact format (the sandbox
+//! - [`write`](mod@write): [`BillWriter`] and [`FundFlowWriter`] produce WeChat's exact format (the sandbox
 //!   serves it, benchmarks generate large bills with it).
 //! - `text` (private): line reading and the backtick field splitter shared by all of them.
 //!
