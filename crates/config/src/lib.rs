@@ -163,11 +163,21 @@ pub struct NotifyConfig {
     /// How WeChat reaches the notify service from outside (scheme + host [+ path prefix]).
     pub public_url: String,
     pub workers: usize,
+    /// Largest notification body accepted; anything bigger is refused unread (64 KiB).
+    pub max_body_bytes: usize,
+    /// How many refused bodies the forensic table keeps (newest first; ≤ 4 KiB each).
+    pub rejected_keep: i64,
 }
 
 impl Default for NotifyConfig {
     fn default() -> Self {
-        NotifyConfig { listen: "127.0.0.1:8081".into(), public_url: "http://127.0.0.1:8081".into(), workers: 0 }
+        NotifyConfig {
+            listen: "127.0.0.1:8081".into(),
+            public_url: "http://127.0.0.1:8081".into(),
+            workers: 0,
+            max_body_bytes: 64 * 1024,
+            rejected_keep: 10_000,
+        }
     }
 }
 
