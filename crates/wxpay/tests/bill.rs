@@ -278,3 +278,33 @@ fn gzipped_xml_error_is_still_recognised() {
     gz.write_all(&fixture("no_bill_exist.xml")).unwrap();
     assert!(matches!(decode_body(&gz.finish().unwrap()).unwrap(), BillBody::NoBill));
 }
+
+#[test]
+fn a_fund_flow_summary_that_disagrees_is_a_clear_error() {
+    let text = String::from_utf8(fixture("fundflow.csv")).unwrap().replace("`3,`70.02", "`3,`70.20");
+    let err = FundFlowReader::new(text.as_bytes()).unwrap().finish().unwrap_err();
+    assert_eq!(err.to_string(), "line 7: summary 支出金额 is 70.20 but the rows add up to 70.02");
+}
+
+#[test]
+fn an_unknown_fund_direction_is_an_error_not_a_guess() {
+    let text = String::from_utf8(fixture("fundflow.csv")).unwrap().replacen("`收入,", "`冻结,", 1);
+    let err = FundFlowReader::new(text.as_bytes()).unwrap().finish().unwrap_err();
+    assert!(matches!(&err, BillError::Direction { line: 3, value, .. } if value == "冻结"), "{err}");
+}
+
+#[test]
+fn written_fund_flow_bill_reads_back_identically() {
+    let bytes = fixture("fundflow.csv");
+    let rows: Vec<_> = FundFlowReader::new(&bytes[..]).unwrap().collect::<Result<_, _>>().unwrap();
+    let written = wxpay::bill::write_fund_flow_bill(Vec::new(), &rows).unwrap();
+    assert_eq!(written, bytes, "the writer reproduces the hand-written fixture byte for byte");
+}
+
+#[test]
+fn written_trade_bill_reproduces_the_legacy_fixture() {
+    let bytes = fixture("legacy24.csv");
+    let rows: Vec<_> = BillReader::new(&bytes[..]).unwrap().collect::<Result<_, _>>().unwrap();
+    let written = wxpay::bill::write_trade_bill(Vec::new(), wxpay::bill::TradeLayout::Legacy, &rows).unwrap();
+    assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(bytes).unwrap());
+}

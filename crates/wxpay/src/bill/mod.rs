@@ -49,7 +49,9 @@ use crate::money::{Fen, MoneyError, parse_decimal};
 pub use body::{BillApiError, BillBody, BillText, decode_body, open_body};
 pub use fund::{FlowDirection, FundFlowReader, FundFlowRecord, FundFlowRow, FundFlowSummary};
 pub use trade::{BillReader, BillSummary, TradeRecord, TradeRow};
-pub use write::{BillWriter, FundFlowWriter, LineEnding, TradeLayout, WriteOptions, write_trade_bill};
+pub use write::{
+    BillWriter, FundFlowWriter, LineEnding, TradeLayout, WriteOptions, write_fund_flow_bill, write_trade_bill,
+};
 
 /// A fee in thousandths of a fen (10⁻⁵ yuan): bills state fees with five decimals, and
 /// rounding them to fen per row would make the fee total disagree with the summary.

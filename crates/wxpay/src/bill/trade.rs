@@ -708,6 +708,39 @@ mod tests {
     }
 
     #[test]
+    fn settlement_total_over_payments_only_is_accepted() {
+        // If refund rows repeat the order's amount while the summary sums payments only
+        // (our guess covers both readings), the bill still checks; any other total does not.
+        let refund = ROW.replace("`SUCCESS,", "`REFUND,").replace("`0.00006,", "`-0.00006,");
+        let text = |s: &str| format!("{ALL_HEADER}\n{ROW}\n{refund}\n{SUM_HEADER}\n{s}\n");
+        let ok = text("`2,`0.01,`0.00,`0.00,`0.00000,`0.01,`0.00");
+        assert_eq!(BillReader::new(ok.as_bytes()).unwrap().finish().unwrap().settlement_total, Fen::new(1));
+        let all_rows = text("`2,`0.02,`0.00,`0.00,`0.00000,`0.02,`0.00");
+        assert!(BillReader::new(all_rows.as_bytes()).unwrap().finish().is_ok());
+        let wrong = text("`2,`0.03,`0.00,`0.00,`0.00000,`0.02,`0.00");
+        assert!(matches!(BillReader::new(wrong.as_bytes()).unwrap().finish(), Err(BillError::SummaryMismatch { .. })));
+    }
+
+    #[test]
+    fn invalid_utf8_and_bad_times_name_their_line() {
+        let mut bytes = format!("{ALL_HEADER}\n").into_bytes();
+        bytes.extend_from_slice(b"`2017-11-25 15:36:17,`\xff\xfe\n");
+        let err = BillReader::new(&bytes[..]).unwrap().finish().unwrap_err();
+        assert!(matches!(err, BillError::NotUtf8 { line: 2 }), "{err}");
+        let text = format!("{ALL_HEADER}\n{}\n", ROW.replace("2017-11-25 15:36:17", "2017-11-25 25:00:00"));
+        let err = BillReader::new(text.as_bytes()).unwrap().finish().unwrap_err();
+        assert!(matches!(err, BillError::Time { line: 2, column: "交易时间", .. }), "{err}");
+    }
+
+    #[test]
+    fn an_endless_line_is_refused_not_buffered() {
+        let mut bytes = format!("{ALL_HEADER}\n`").into_bytes();
+        bytes.resize(bytes.len() + super::super::text::MAX_LINE as usize + 10, b'x');
+        let err = BillReader::new(&bytes[..]).unwrap().finish().unwrap_err();
+        assert!(matches!(err, BillError::LineTooLong { line: 2 }), "{err}");
+    }
+
+    #[test]
     fn missing_required_column_is_named() {
         let text = "交易时间,微信订单号,商户订单号,交易状态,手续费\n";
         assert!(matches!(

@@ -332,6 +332,15 @@ pub fn write_trade_bill<'r, W: Write>(
     w.finish()
 }
 
+/// Writes a whole fund-flow bill from rows in one call.
+pub fn write_fund_flow_bill<'r, W: Write>(out: W, rows: impl IntoIterator<Item = &'r FundFlowRow>) -> io::Result<W> {
+    let mut w = FundFlowWriter::new(out)?;
+    for row in rows {
+        w.write_row(row)?;
+    }
+    w.finish()
+}
+
 fn field(out: &mut Vec<u8>, row: &TradeRow, col: Col) -> io::Result<()> {
     match col {
         Col::TradeTime => time(out, Some(row.trade_time)),
