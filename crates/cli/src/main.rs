@@ -1,6 +1,7 @@
 //! The `minipay` binary: a thin layer that parses the command line and calls into the
 //! library crates. Each subcommand lives in its own module.
 
+mod sandbox_cmd;
 mod signing;
 
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ enum Command {
     /// Verify the `sign` of a WeChat XML document read from stdin. Exit 0 when it matches,
     /// 1 when it does not, 2 on bad input.
     Verify(signing::SignArgs),
+    /// Run the local WeChat Pay v2 + WeChat API sandbox (see crates/sandbox/README.md).
+    Sandbox(sandbox_cmd::SandboxArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,5 +32,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Sign(args) => signing::run_sign(&args),
         Command::Verify(args) => signing::run_verify(&args),
+        Command::Sandbox(args) => sandbox_cmd::run(&args),
     }
 }
