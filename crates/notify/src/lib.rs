@@ -1,1 +1,146 @@
-//! minipay notify (being built).
+//! # minipay-notify — WeChat's payment and refund notification callbacks
+//!
+//! The one place where money arrives. WeChat POSTs XML to `/wxpay/notify/pay` (signed
+//! payment results) and `/wxpay/notify/refund` (refund results, `req_info` encrypted with the
+//! merchant key). Each is checked step by step and either applied exactly once through
+//! [`minipay_store::settle`] or refused:
+//!
+//! | what arrived | reply | what is kept |
+//! |---|---|---|
+//! | oversize, not UTF-8, DOCTYPE/entities, malformed, unknown merchant/app, bad signature, undecryptable `req_info` | `FAIL`, HTTP 4xx | a forensic row (reason, first 4 KiB, size, hash) |
+//! | genuine and agreeing with our order/refund | `SUCCESS` | raw notification, state change, ledger, webhook, audit — one transaction |
+//! | genuine repeat of something applied | `SUCCESS` | the notification's delivery count |
+//! | genuine but disagreeing (amount, openid, appid, unknown number, …) | `SUCCESS` | raw notification + an anomaly; the order is **not** paid |
+//! | genuine payment for an order we closed locally | `SUCCESS` | paid wins, order flagged, anomaly for an operator |
+//! | database down / any error before commit | `FAIL`, HTTP 5xx | nothing (WeChat retries) |
+//!
+//! Acknowledging a genuine-but-mismatched notification is deliberate: the signature proves it
+//! is WeChat's word, so its retries (15 over 24 h) would carry the same facts and could never
+//! succeed; what matters is that the disagreement is committed where operators and
+//! reconciliation see it (`settlement_anomalies`) before we say SUCCESS. A FAIL would only
+//! add noise and, for numbers from another system on the same merchant, never end.
+//!
+//! Layout: [`Application`] (actix-web server, port 0 in tests, graceful stop);
+//! `body` (bounded body reading); `pay` and `refund` (the two pipelines); `reply` (WeChat's
+//! SUCCESS/FAIL XML); [`metrics`] (Prometheus counters per outcome, served on `/metrics`).
+
+mod body;
+pub mod metrics;
+mod outcome;
+mod pay;
+mod refund;
+mod reply;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpResponse, web};
+use minipay_config::Config;
+use sqlx::PgPool;
+use wxpay::ApiKey;
+
+pub use metrics::Metrics;
+
+/// The merchants and apps whose notifications we accept, from the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Merchants {
+    keys: HashMap<String, ApiKey>,
+    /// appid → mch_id
+    apps: HashMap<String, String>,
+}
+
+impl Merchants {
+    pub fn from_config(config: &Config) -> Merchants {
+        Merchants {
+            keys: config.merchants.iter().map(|m| (m.mch_id.clone(), m.api_key.clone())).collect(),
+            apps: config.apps.iter().map(|a| (a.appid.clone(), a.mch_id.clone())).collect(),
+        }
+    }
+
+    /// The key of `mch_id`, if the merchant is ours and `appid` (when given) is one of its
+    /// apps. A notification naming an app of another merchant is refused before its
+    /// signature is even checked.
+    pub fn key_for(&self, mch_id: &str, appid: Option<&str>) -> Option<&ApiKey> {
+        let key = self.keys.get(mch_id)?;
+        match appid {
+            Some(a) if self.apps.get(a).map(String::as_str) != Some(mch_id) => None,
+            _ => Some(key),
+        }
+    }
+}
+
+/// What every handler shares.
+pub(crate) struct State {
+    pub pool: PgPool,
+    pub merchants: Merchants,
+    pub max_body_bytes: usize,
+    pub rejected_keep: i64,
+    pub metrics: Metrics,
+}
+
+/// The running notify service.
+pub struct Application {
+    port: u16,
+    server: Server,
+    metrics: Metrics,
+}
+
+impl Application {
+    /// Binds `config.notify.listen` (port 0 picks a free port) and builds the server; it
+    /// starts serving when [`Application::run_until_stopped`] is polled (or spawned).
+    pub async fn build(config: &Config, pool: PgPool) -> std::io::Result<Application> {
+        let listener = TcpListener::bind(&config.notify.listen)?;
+        Application::from_listener(listener, config, pool)
+    }
+
+    /// Builds on an already bound listener.
+    pub fn from_listener(listener: TcpListener, config: &Config, pool: PgPool) -> std::io::Result<Application> {
+        let port = listener.local_addr()?.port();
+        let metrics = Metrics::new();
+        let state = web::Data::new(State {
+            pool,
+            merchants: Merchants::from_config(config),
+            max_body_bytes: config.notify.max_body_bytes,
+            rejected_keep: config.notify.rejected_keep,
+            metrics: metrics.clone(),
+        });
+        let mut server = actix_web::HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/wxpay/notify/pay", web::post().to(pay::handle))
+                .route("/wxpay/notify/refund", web::post().to(refund::handle))
+                .route("/healthz", web::get().to(healthz))
+                .route("/metrics", web::get().to(metrics::serve))
+        })
+        // Let in-flight notifications finish their transaction on shutdown.
+        .shutdown_timeout(10);
+        if config.notify.workers > 0 {
+            server = server.workers(config.notify.workers);
+        }
+        let server = server.listen(listener)?.run();
+        Ok(Application { port, server, metrics })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server gracefully (`stop(true)`) from elsewhere.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// The service's metrics (the same registry `/metrics` serves).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}

@@ -54,7 +54,7 @@ pub struct NewNotification<'a> {
     pub reference: &'a str,
     /// The body as received.
     pub body: &'a str,
-    /// The fields acted on (payment fields, or the decrypted req_info), openid masked.
+    /// The fields acted on (payment fields without `sign`, or the decrypted req_info).
     pub fields: Value,
 }
 

@@ -1,0 +1,174 @@
+//! `POST /wxpay/notify/pay`: body limit → XML → merchant by mch_id/appid → signature over
+//! the fields as received → return_code/result_code → facts → one transaction (raw
+//! notification + [`settle::apply_payment`]) → SUCCESS.
+
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use minipay_store::domain::mask;
+use minipay_store::notifications::{self, NewNotification, NotificationKind};
+use minipay_store::settle::{self, PaymentApplied, PaymentFacts, Source};
+use minipay_store::{Fen, StoreError};
+use wxpay::api::parse_wechat_time;
+use wxpay::xml::{self, Params};
+
+use crate::State;
+use crate::body::{self, Body};
+use crate::outcome::{Handled, finish};
+
+pub async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
+    let started = Instant::now();
+    let handled = match body::read(&req, payload, state.max_body_bytes).await {
+        Ok(Body::Complete(b)) => process(&state, b).await,
+        Ok(Body::TooLarge { head, size }) => Handled::Reject {
+            reason: "too_large",
+            detail: format!("{size} bytes exceed the {}-byte limit", state.max_body_bytes),
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            body: head,
+            size,
+        },
+        Err(e) => Handled::reject("unreadable", e.to_string(), &Bytes::new()),
+    };
+    finish(&state, &req, NotificationKind::Payment, handled, started).await
+}
+
+async fn process(state: &State, body: Bytes) -> Handled {
+    let params = match xml::decode_with_limit(&body, state.max_body_bytes) {
+        Ok(p) => p,
+        Err(e) => return Handled::bad_xml(&e, &body),
+    };
+    let mch_id = params.get("mch_id").cloned().unwrap_or_default();
+    let appid = params.get("appid").cloned();
+    let Some(key) = state.merchants.key_for(&mch_id, appid.as_deref()) else {
+        return Handled::reject("unknown_merchant", format!("mch_id {mch_id:?} appid {appid:?}"), &body);
+    };
+    if let Err(e) = wxpay::sign::verify(&params, key) {
+        return Handled::reject("bad_signature", e.to_string(), &body);
+    }
+    // From here on the document is WeChat's word.
+    let reference = params.get("out_trade_no").cloned().unwrap_or_default();
+    let text = std::str::from_utf8(&body).expect("decode checked UTF-8");
+    let success = |k: &str| params.get(k).map(String::as_str) == Some("SUCCESS");
+    if !success("return_code") || !success("result_code") {
+        // A genuine "payment failed" notice: nothing to apply (the order stays open for the
+        // user to retry; expiry and orderquery close it). Keep it and acknowledge.
+        return match keep_only(state, &params, text, &mch_id, appid.as_deref(), &reference).await {
+            Ok(()) => Handled::Ack { outcome: "not_paid", reference },
+            Err(e) => Handled::Unavailable { error: e.to_string() },
+        };
+    }
+    let facts = match facts_of(&params) {
+        Ok(f) => f,
+        Err(why) => return Handled::reject("invalid_fields", why, &body),
+    };
+    match apply(state, &facts, &params, text).await {
+        Ok(applied) => {
+            let outcome = match &applied {
+                PaymentApplied::Applied { late: false } => "applied",
+                PaymentApplied::Applied { late: true } => "applied_late",
+                PaymentApplied::AlreadyApplied => "duplicate",
+                PaymentApplied::Mismatch { .. } => "mismatch",
+                PaymentApplied::UnknownOrder { .. } => "unknown_order",
+            };
+            if let PaymentApplied::Mismatch { anomaly_id, reason } = &applied {
+                tracing::warn!(out_trade_no = %reference, anomaly_id, reason = %reason,
+                    openid = %mask(&facts.openid), "genuine payment notification disagrees with the order");
+            }
+            Handled::Ack { outcome, reference }
+        }
+        Err(e) => Handled::Unavailable { error: e.to_string() },
+    }
+}
+
+/// The payment facts of a genuine SUCCESS notification. A required field missing or
+/// unreadable is refused: we cannot apply what we cannot read, and WeChat's retry (or the
+/// orderquery follow-up) may do better.
+fn facts_of(p: &Params) -> Result<PaymentFacts, String> {
+    let req = |k: &str| p.get(k).filter(|v| !v.is_empty()).cloned().ok_or_else(|| format!("missing {k}"));
+    let fen = |k: &str| -> Result<Option<Fen>, String> {
+        match p.get(k).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => Fen::parse_fen(v).map(Some).map_err(|_| format!("invalid {k}")),
+        }
+    };
+    let time_end = req("time_end")?;
+    Ok(PaymentFacts {
+        out_trade_no: req("out_trade_no")?,
+        mch_id: req("mch_id")?,
+        appid: req("appid")?,
+        openid: req("openid")?,
+        total_fee: fen("total_fee")?.ok_or("missing total_fee")?,
+        cash_fee: fen("cash_fee")?,
+        transaction_id: req("transaction_id")?,
+        paid_at: parse_wechat_time(&time_end).ok_or("invalid time_end")?,
+        bank_type: p.get("bank_type").filter(|v| !v.is_empty()).cloned(),
+        // replaced by the stored notification's id inside the transaction
+        source: Source::Notification { notification_id: 0 },
+    })
+}
+
+fn fields_json(p: &Params) -> serde_json::Value {
+    p.iter()
+        .filter(|(k, _)| k.as_str() != "sign")
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+        .collect()
+}
+
+async fn apply(state: &State, facts: &PaymentFacts, params: &Params, text: &str) -> Result<PaymentApplied, StoreError> {
+    let mut tx = state.pool.begin().await?;
+    let stored = notifications::record(
+        &mut tx,
+        &NewNotification {
+            kind: NotificationKind::Payment,
+            mch_id: &facts.mch_id,
+            appid: Some(&facts.appid),
+            reference: &facts.out_trade_no,
+            body: text,
+            fields: fields_json(params),
+        },
+    )
+    .await?;
+    let facts = PaymentFacts { source: Source::Notification { notification_id: stored.id }, ..facts.clone() };
+    let applied = settle::apply_payment(&mut tx, &facts).await?;
+    if stored.first_delivery {
+        let outcome = match applied {
+            PaymentApplied::Applied { .. } => "applied",
+            PaymentApplied::AlreadyApplied => "already_applied",
+            PaymentApplied::Mismatch { .. } => "mismatch",
+            PaymentApplied::UnknownOrder { .. } => "unknown_order",
+        };
+        notifications::set_outcome(&mut tx, stored.id, outcome).await?;
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+async fn keep_only(
+    state: &State,
+    params: &Params,
+    text: &str,
+    mch_id: &str,
+    appid: Option<&str>,
+    reference: &str,
+) -> Result<(), StoreError> {
+    let mut tx = state.pool.begin().await?;
+    let stored = notifications::record(
+        &mut tx,
+        &NewNotification {
+            kind: NotificationKind::Payment,
+            mch_id,
+            appid,
+            reference,
+            body: text,
+            fields: fields_json(params),
+        },
+    )
+    .await?;
+    if stored.first_delivery {
+        notifications::set_outcome(&mut tx, stored.id, "not_paid").await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
