@@ -78,7 +78,7 @@ pub const DEMO_API_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 pub const DEMO_APP_SECRET: &str = "sandbox-demo-app-secret-0123456789";
 
 /// Sections whose scalar keys can be overridden by `MINIPAY_<SECTION>_<KEY>`.
-pub const SECTIONS: &[&str] = &["database", "api", "notify", "wechat", "worker", "webhooks"];
+pub const SECTIONS: &[&str] = &["database", "api", "notify", "wechat", "worker", "webhooks", "reconcile"];
 
 /// Why a configuration could not be loaded. Messages name the setting, never a secret.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +110,7 @@ pub struct RawConfig {
     pub wechat: RawWechat,
     pub worker: WorkerConfig,
     pub webhooks: WebhookConfig,
+    pub reconcile: ReconcileConfig,
     pub merchants: Vec<RawMerchant>,
     pub apps: Vec<RawApp>,
 }
@@ -219,6 +220,63 @@ impl Default for WorkerConfig {
     }
 }
 
+/// Nightly reconciliation (`[reconcile]`, per-merchant overrides in `[[reconcile.merchants]]`).
+/// Times are the merchant's: WeChat's bill for day D is ready from about 09:00 Beijing time
+/// on D+1, so the default run is 10:30 Asia/Shanghai for yesterday.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileConfig {
+    pub enabled: bool,
+    /// Cron with seconds (`sec min hour dom mon dow`), in `timezone`.
+    pub schedule: String,
+    pub timezone: String,
+    /// `Bill Creating` (or a failed download): try again this often…
+    pub retry_interval_secs: u64,
+    /// …until this local time (`HH:MM`) on the day after the bill date, then alert.
+    pub deadline: String,
+    /// Also download and match the fund-flow bill (Basic account; needs the certificate).
+    pub fund_flow: bool,
+    /// WeChat's fee rate for the merchant, e.g. `"0.60%"`; unset: fees are not checked per row.
+    pub fee_rate: Option<String>,
+    /// A payment or refund this close to midnight (seconds) that is missing from its day's
+    /// bill is held for the neighbouring days' bills instead of being called missing.
+    pub cross_day_window_secs: u64,
+    /// How many following days' bills may still settle a held item.
+    pub hold_days: u32,
+    /// A run not finished after this long (its worker died) may be taken over.
+    pub lease_secs: u64,
+    pub merchants: Vec<MerchantReconcileConfig>,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            enabled: true,
+            schedule: "0 30 10 * * *".into(),
+            timezone: "Asia/Shanghai".into(),
+            retry_interval_secs: 1800,
+            deadline: "20:00".into(),
+            fund_flow: true,
+            fee_rate: None,
+            cross_day_window_secs: 900,
+            hold_days: 3,
+            lease_secs: 1800,
+            merchants: Vec::new(),
+        }
+    }
+}
+
+/// Per-merchant reconciliation overrides; unset fields take the `[reconcile]` value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MerchantReconcileConfig {
+    pub mch_id: String,
+    pub enabled: Option<bool>,
+    pub schedule: Option<String>,
+    pub fund_flow: Option<bool>,
+    pub fee_rate: Option<String>,
+}
+
 /// Webhook delivery to client backends.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -323,6 +381,7 @@ pub struct Config {
     pub wechat: WechatConfig,
     pub worker: WorkerConfig,
     pub webhooks: WebhookConfig,
+    pub reconcile: ReconcileConfig,
     pub merchants: Vec<MerchantConfig>,
     pub apps: Vec<AppConfig>,
 }
@@ -441,6 +500,7 @@ impl Config {
             wechat,
             worker: raw.worker,
             webhooks: raw.webhooks,
+            reconcile: raw.reconcile,
             merchants,
             apps,
         };
@@ -464,6 +524,7 @@ impl Config {
             },
             worker: WorkerConfig::default(),
             webhooks: WebhookConfig::default(),
+            reconcile: ReconcileConfig::default(),
             merchants: vec![MerchantConfig {
                 mch_id: DEMO_MCH_ID.into(),
                 api_key: ApiKey::new(DEMO_API_KEY),
