@@ -17,6 +17,7 @@
 //! counted in `minipay_worker_job_failures_total`, and the next tick tries again.
 
 // Job modules, one line each (their owners add them).
+pub mod payouts;
 
 use std::future::Future;
 use std::pin::Pin;
