@@ -78,7 +78,7 @@ pub const DEMO_API_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 pub const DEMO_APP_SECRET: &str = "sandbox-demo-app-secret-0123456789";
 
 /// Sections whose scalar keys can be overridden by `MINIPAY_<SECTION>_<KEY>`.
-pub const SECTIONS: &[&str] = &["database", "api", "notify", "wechat", "worker", "webhooks", "reconcile"];
+pub const SECTIONS: &[&str] = &["database", "api", "notify", "wechat", "worker", "webhooks", "reconcile", "payouts"];
 
 /// Why a configuration could not be loaded. Messages name the setting, never a secret.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +111,7 @@ pub struct RawConfig {
     pub worker: WorkerConfig,
     pub webhooks: WebhookConfig,
     pub reconcile: ReconcileConfig,
+    pub payouts: PayoutsConfig,
     pub merchants: Vec<RawMerchant>,
     pub apps: Vec<RawApp>,
 }
@@ -277,6 +278,113 @@ pub struct MerchantReconcileConfig {
     pub fee_rate: Option<String>,
 }
 
+/// Payouts to balance and red packets (`[payouts]`). Amounts are fen; "daily" is the
+/// Asia/Shanghai day, as WeChat counts it. WeChat's own limits differ between copies of its
+/// documentation (per-user daily payouts of 5,000 or 20,000 yuan, …): set these to the
+/// merchant's contract, the defaults are conservative guesses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PayoutsConfig {
+    /// Per payout; WeChat refuses below about 1 yuan (AMOUNT_LIMIT).
+    pub min_amount: i64,
+    pub max_amount: i64,
+    /// Payouts above this wait for an approver (a different key than the requester's).
+    pub approval_threshold: i64,
+    pub openid_daily_amount: i64,
+    pub openid_daily_count: i32,
+    pub merchant_daily_amount: i64,
+    /// Every payout must name the payee (FORCE_CHECK).
+    pub require_real_name: bool,
+    /// Rows allowed in one CSV batch.
+    pub batch_max_rows: usize,
+    /// Red packets: total amount range per request, approval threshold and daily limits.
+    pub redpack_min_amount: i64,
+    pub redpack_max_amount: i64,
+    pub redpack_approval_threshold: i64,
+    pub redpack_openid_daily_amount: i64,
+    pub redpack_openid_daily_count: i32,
+    pub redpack_merchant_daily_amount: i64,
+    /// Per packet (a group packet's average): WeChat's 1–200 yuan unless a scene_id is given.
+    pub redpack_min_per_packet: i64,
+    pub redpack_max_per_packet: i64,
+    /// Group packets: how many people share one.
+    pub redpack_group_min_num: i32,
+    pub redpack_group_max_num: i32,
+    /// `client_ip` sent with normal red packets (the calling machine's address).
+    pub redpack_client_ip: String,
+    /// Default `send_name` when a request gives none.
+    pub redpack_send_name: String,
+    /// How often the worker sends what is due.
+    pub send_interval_ms: u64,
+    /// How long a claimed request is the sender's; raised to twice the WeChat timeout if lower.
+    pub lease_ms: u64,
+    /// First retry of an unknown outcome; doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// How often a sent red packet is checked (received, or refunded after 24 h).
+    pub redpack_followup_ms: u64,
+}
+
+impl Default for PayoutsConfig {
+    fn default() -> Self {
+        PayoutsConfig {
+            min_amount: 100,
+            max_amount: 2_000_000,
+            approval_threshold: 50_000,
+            openid_daily_amount: 500_000,
+            openid_daily_count: 10,
+            merchant_daily_amount: 10_000_000,
+            require_real_name: false,
+            batch_max_rows: 1000,
+            redpack_min_amount: 100,
+            redpack_max_amount: 2_000_000,
+            redpack_approval_threshold: 20_000,
+            redpack_openid_daily_amount: 100_000,
+            redpack_openid_daily_count: 10,
+            redpack_merchant_daily_amount: 10_000_000,
+            redpack_min_per_packet: 100,
+            redpack_max_per_packet: 20_000,
+            redpack_group_min_num: 3,
+            redpack_group_max_num: 20,
+            redpack_client_ip: "127.0.0.1".into(),
+            redpack_send_name: "minipay".into(),
+            send_interval_ms: 2_000,
+            lease_ms: 60_000,
+            retry_initial_ms: 5_000,
+            retry_max_ms: 600_000,
+            redpack_followup_ms: 2 * 3_600_000,
+        }
+    }
+}
+
+impl PayoutsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("min_amount", self.min_amount),
+            ("redpack_min_amount", self.redpack_min_amount),
+            ("redpack_min_per_packet", self.redpack_min_per_packet),
+        ];
+        for (k, v) in positive {
+            if v < 1 {
+                return invalid(format!("payouts.{k} must be at least 1 fen"));
+            }
+        }
+        if self.max_amount < self.min_amount || self.redpack_max_amount < self.redpack_min_amount {
+            return invalid("payouts: a max_amount is below its min_amount");
+        }
+        if self.redpack_max_per_packet < self.redpack_min_per_packet {
+            return invalid("payouts.redpack_max_per_packet is below redpack_min_per_packet");
+        }
+        if self.redpack_group_min_num < 3 || self.redpack_group_max_num < self.redpack_group_min_num {
+            return invalid("payouts: group red packets need redpack_group_min_num >= 3 and max >= min");
+        }
+        if self.batch_max_rows == 0 || self.send_interval_ms == 0 || self.lease_ms == 0 {
+            return invalid("payouts: batch_max_rows, send_interval_ms and lease_ms must be positive");
+        }
+        Ok(())
+    }
+}
+
 /// Webhook delivery to client backends.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -382,6 +490,7 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub webhooks: WebhookConfig,
     pub reconcile: ReconcileConfig,
+    pub payouts: PayoutsConfig,
     pub merchants: Vec<MerchantConfig>,
     pub apps: Vec<AppConfig>,
 }
@@ -501,6 +610,7 @@ impl Config {
             worker: raw.worker,
             webhooks: raw.webhooks,
             reconcile: raw.reconcile,
+            payouts: raw.payouts,
             merchants,
             apps,
         };
@@ -525,6 +635,7 @@ impl Config {
             worker: WorkerConfig::default(),
             webhooks: WebhookConfig::default(),
             reconcile: ReconcileConfig::default(),
+            payouts: PayoutsConfig::default(),
             merchants: vec![MerchantConfig {
                 mch_id: DEMO_MCH_ID.into(),
                 api_key: ApiKey::new(DEMO_API_KEY),
@@ -542,6 +653,7 @@ impl Config {
 
     /// Refuses configurations the services cannot run with.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.payouts.validate()?;
         if self.database.max_connections == 0 {
             return invalid("database.max_connections must be at least 1");
         }
