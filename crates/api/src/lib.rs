@@ -31,6 +31,7 @@ pub mod auth;
 pub mod error;
 pub mod idempotency;
 pub mod metrics;
+pub mod payments;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
@@ -54,9 +55,23 @@ pub struct RouteModule {
     pub openapi: fn() -> utoipa::openapi::OpenApi,
 }
 
+impl RouteModule {
+    pub const fn new(
+        name: &'static str,
+        configure: fn(&mut web::ServiceConfig),
+        openapi: fn() -> utoipa::openapi::OpenApi,
+    ) -> RouteModule {
+        RouteModule { name, configure, openapi }
+    }
+}
+
 /// Every route module of the API. Add yours with one line.
-pub const ROUTE_MODULES: &[RouteModule] =
-    &[RouteModule { name: "health", configure: routes::health::configure, openapi: routes::health::openapi }];
+pub const ROUTE_MODULES: &[RouteModule] = &[
+    RouteModule::new("health", routes::health::configure, routes::health::openapi),
+    RouteModule::new("sessions", routes::sessions::configure, routes::sessions::openapi),
+    RouteModule::new("orders", routes::orders::configure, routes::orders::openapi),
+    RouteModule::new("refunds", routes::refunds::configure, routes::refunds::openapi),
+];
 
 /// The OpenAPI document of every module (served at `/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {

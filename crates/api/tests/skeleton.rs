@@ -65,8 +65,15 @@ async fn keys_are_checked_and_stored_hashed() {
 
     let http = reqwest::Client::new();
     let r = http.post(format!("{url}/v1/orders")).json(&serde_json::json!({})).send().await.unwrap();
-    // No route module for orders in this frame-only test would be a 404; with one, 401.
-    assert!(r.status() == 401 || r.status() == 404, "{}", r.status());
+    assert_eq!(r.status(), 401);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["error"]["code"].is_string());
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let r = http
+        .post(format!("{url}/v1/orders"))
+        .bearer_auth("mp_client_wrong")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }

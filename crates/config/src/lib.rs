@@ -144,6 +144,10 @@ pub struct ApiConfig {
     /// Default time to pay when a request gives no `expires_in` (WeChat's own default
     /// is 2 hours, after which the prepay_id is useless).
     pub default_expires_in_secs: u64,
+    /// `spbill_create_ip` sent with unifiedorder. A mini-program backend rarely knows the
+    /// payer's IP; WeChat accepts the server's (guess from its documentation's wording,
+    /// "调用微信支付API的机器IP" for JSAPI/NATIVE). Fixed, so retries send identical parameters.
+    pub spbill_create_ip: String,
 }
 
 impl Default for ApiConfig {
@@ -154,6 +158,7 @@ impl Default for ApiConfig {
             workers: 0,
             stale_after_secs: 60,
             default_expires_in_secs: 2 * 3600,
+            spbill_create_ip: "127.0.0.1".into(),
         }
     }
 }

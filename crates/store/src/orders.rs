@@ -261,3 +261,26 @@ pub async fn mark_queried<'c>(e: impl PgExecutor<'c>, id: i64) -> Result<(), Sto
 pub async fn count_by_status<'c>(e: impl PgExecutor<'c>) -> Result<Vec<(String, i64)>, StoreError> {
     Ok(sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status").fetch_all(e).await?)
 }
+
+/// The payment facts an `orderquery` answer proves, for [`crate::settle::apply_payment`]:
+/// `None` unless the order is paid (SUCCESS, or REFUND — paid, then refunded). `time_end` is
+/// missing only on malformed answers; the query time stands in then.
+pub fn facts_from_query(order: &Order, q: &wxpay::api::OrderQueryResponse) -> Option<crate::settle::PaymentFacts> {
+    if !q.trade_state.is_paid() {
+        return None;
+    }
+    Some(crate::settle::PaymentFacts {
+        out_trade_no: q.out_trade_no.clone().unwrap_or_else(|| order.out_trade_no.clone()),
+        mch_id: order.mch_id.clone(),
+        appid: order.appid.clone(),
+        // orderquery answers carry the payer's openid; when absent, WeChat's answer is for
+        // the order we asked about, so ours is the only one it can be.
+        openid: q.openid.clone().unwrap_or_else(|| order.openid.clone()),
+        total_fee: q.total_fee?,
+        cash_fee: q.cash_fee,
+        transaction_id: q.transaction_id.clone()?,
+        paid_at: q.time_end.unwrap_or_else(Utc::now),
+        bank_type: q.bank_type.clone(),
+        source: crate::settle::Source::OrderQuery,
+    })
+}

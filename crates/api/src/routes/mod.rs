@@ -2,3 +2,6 @@
 //! crate docs for how to add one).
 
 pub mod health;
+pub mod orders;
+pub mod refunds;
+pub mod sessions;
