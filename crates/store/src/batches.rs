@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::domain::OpenId;
 use crate::payout_limits::Limits;
-use crate::payouts::{self, BatchPlace, NewPayout, Payout, PayoutError};
+use crate::payouts::{self, BatchPlace, NewPayout, Payout, PayoutError, client_actor};
 use crate::{Fen, StoreError, audit};
 
 /// One parsed CSV row.
@@ -186,7 +186,7 @@ pub async fn create(
     }
     audit::record(
         conn,
-        &owner.created_by.to_string(),
+        &client_actor(owner.created_by),
         "payout_batch.created",
         "payout_batch",
         &batch.id.to_string(),
@@ -268,7 +268,7 @@ pub async fn approve(
         .await?;
     audit::record(
         conn,
-        &approver.to_string(),
+        &client_actor(approver),
         "payout_batch.approved",
         "payout_batch",
         &id.to_string(),
@@ -303,7 +303,7 @@ pub async fn reject(
     .await?;
     audit::record(
         conn,
-        &approver.to_string(),
+        &client_actor(approver),
         "payout_batch.rejected",
         "payout_batch",
         &id.to_string(),

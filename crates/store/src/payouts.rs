@@ -219,6 +219,11 @@ impl Payout {
     }
 }
 
+/// The audit actor for an API key: the same form as the API's `Caller::actor`.
+pub fn client_actor(id: Uuid) -> String {
+    format!("client:{id}")
+}
+
 /// A payout as requested by finance.
 #[derive(Clone)]
 pub struct NewPayout<'a> {
@@ -315,7 +320,7 @@ pub async fn create(
     let p = Payout::from_row(&row)?;
     audit::record(
         conn,
-        &new.created_by.to_string(),
+        &client_actor(new.created_by),
         "payout.requested",
         "payout",
         &p.id.to_string(),
@@ -382,7 +387,7 @@ pub(crate) async fn approve_locked(
     .await?;
     audit::record(
         conn,
-        &approver.to_string(),
+        &client_actor(approver),
         "payout.approved",
         "payout",
         &p.id.to_string(),
@@ -434,7 +439,7 @@ pub(crate) async fn reject_locked(
     .await?;
     audit::record(
         conn,
-        &approver.to_string(),
+        &client_actor(approver),
         "payout.rejected",
         "payout",
         &p.id.to_string(),

@@ -20,7 +20,7 @@ use wxpay::api::RedpackStatus as HbStatus;
 use crate::domain::{OpenId, State, check_transition, mask};
 use crate::ledger::{self, Kind, Movement};
 use crate::payout_limits::{self, Holding, Limits, Product, RuleViolation, shanghai_day};
-use crate::payouts::{PayoutError, Settled};
+use crate::payouts::{PayoutError, Settled, client_actor};
 use crate::{Fen, StoreError, audit, webhooks};
 
 /// Which WeChat call sends the packet.
@@ -397,7 +397,7 @@ pub async fn create(
     let r = Redpack::from_row(&row)?;
     audit::record(
         conn,
-        &new.created_by.to_string(),
+        &client_actor(new.created_by),
         "redpack.requested",
         "redpack",
         &r.mch_billno,
@@ -452,7 +452,7 @@ pub async fn approve(
     .bind(day)
     .fetch_one(&mut *conn)
     .await?;
-    audit::record(conn, &approver.to_string(), "redpack.approved", "redpack", mch_billno, json!({})).await?;
+    audit::record(conn, &client_actor(approver), "redpack.approved", "redpack", mch_billno, json!({})).await?;
     Ok(Redpack::from_row(&row)?)
 }
 
@@ -482,8 +482,15 @@ pub async fn reject(
     .bind(reason)
     .fetch_one(&mut *conn)
     .await?;
-    audit::record(conn, &approver.to_string(), "redpack.rejected", "redpack", mch_billno, json!({ "reason": reason }))
-        .await?;
+    audit::record(
+        conn,
+        &client_actor(approver),
+        "redpack.rejected",
+        "redpack",
+        mch_billno,
+        json!({ "reason": reason }),
+    )
+    .await?;
     Ok(Redpack::from_row(&row)?)
 }
 

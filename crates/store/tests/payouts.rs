@@ -124,7 +124,7 @@ async fn small_payouts_are_approved_at_once_large_ones_wait_for_another_key() {
     .unwrap();
     assert_eq!(
         audit,
-        vec![(finance.to_string(), "payout.requested".into()), (approver.to_string(), "payout.approved".into())]
+        vec![(format!("client:{finance}"), "payout.requested".into()), (format!("client:{approver}"), "payout.approved".into())]
     );
     assert_balanced(&db.pool).await;
 }

@@ -49,8 +49,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(create_payout, approve_payout, reject_payout, get_payout, list_payouts, create_batch, approve_batch,
-          reject_batch, get_batch),
+    paths(
+        create_payout,
+        approve_payout,
+        reject_payout,
+        get_payout,
+        list_payouts,
+        create_batch,
+        approve_batch,
+        reject_batch,
+        get_batch
+    ),
     components(schemas(CreatePayout, Decision, PayoutView, PayoutList, BatchView, BatchRowError))
 )]
 struct Doc;
@@ -84,9 +93,10 @@ pub fn payout_error(e: PayoutError) -> ApiError {
         PayoutError::WrongState { action, status } => {
             ApiError::conflict("invalid_state", format!("cannot {action} a request in state {status}"))
         }
-        PayoutError::InBatch(b) => {
-            ApiError::conflict("payout_in_batch", format!("this payout belongs to batch {b}: approve or reject the batch"))
-        }
+        PayoutError::InBatch(b) => ApiError::conflict(
+            "payout_in_batch",
+            format!("this payout belongs to batch {b}: approve or reject the batch"),
+        ),
         PayoutError::Store(StoreError::InvalidTransition { entity, from, to }) => {
             ApiError::conflict("invalid_state", format!("{entity} cannot go from {from} to {to}"))
         }
@@ -324,7 +334,10 @@ pub async fn list_payouts(
     caller.require(&[Role::Finance, Role::Approver, Role::Viewer])?;
     let status = match q.status.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(PayoutStatus::parse(s).ok_or_else(|| ApiError::invalid("invalid_status", format!("unknown status {s:?}")))?),
+        Some(s) => Some(
+            PayoutStatus::parse(s)
+                .ok_or_else(|| ApiError::invalid("invalid_status", format!("unknown status {s:?}")))?,
+        ),
     };
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let filter = ListFilter {
@@ -479,7 +492,10 @@ pub fn batch_rows(records: &[Vec<String>]) -> Vec<ParsedRow> {
             let row = i + 1;
             let bad = |code: &str, message: String| BatchRowError { row, code: code.into(), message };
             if rec.len() < 3 || rec.len() > 4 {
-                return Err(bad("invalid_row", format!("expected openid,amount,description[,real_name]; got {} fields", rec.len())));
+                return Err(bad(
+                    "invalid_row",
+                    format!("expected openid,amount,description[,real_name]; got {} fields", rec.len()),
+                ));
             }
             let openid = OpenId::parse(rec[0].trim()).map_err(|e| bad("invalid_openid", e.to_string()))?;
             let amount: i64 = rec[1]
@@ -602,8 +618,9 @@ pub async fn reject_batch(
     let mut tx = state.pool.begin().await?;
     match batches::reject(&mut tx, *path, caller.id, reason.as_deref(), Utc::now()).await {
         Ok(b) => {
-            let rows = payouts::list(&mut tx, &ListFilter { batch_id: Some(b.id), limit: 500, ..ListFilter::default() })
-                .await?;
+            let rows =
+                payouts::list(&mut tx, &ListFilter { batch_id: Some(b.id), limit: 500, ..ListFilter::default() })
+                    .await?;
             tx.commit().await?;
             Ok(HttpResponse::Ok().json(BatchView::new(&b, &rows)))
         }
@@ -627,9 +644,11 @@ pub async fn get_batch(
     let mut rows = Vec::new();
     let mut before = None;
     loop {
-        let page =
-            payouts::list(&mut conn, &ListFilter { batch_id: Some(b.id), before_id: before, limit: 500, ..ListFilter::default() })
-                .await?;
+        let page = payouts::list(
+            &mut conn,
+            &ListFilter { batch_id: Some(b.id), before_id: before, limit: 500, ..ListFilter::default() },
+        )
+        .await?;
         let done = page.len() < 500;
         before = page.last().map(|p| p.id);
         rows.extend(page);
@@ -647,7 +666,10 @@ mod tests {
 
     #[test]
     fn csv_quotes_bom_and_crlf() {
-        let r = parse_csv("\u{feff}openid,amount,description\r\noA1,100,\"bonus, Nov\"\r\n\r\noB2,200,\"say \"\"hi\"\"\",张三\n").unwrap();
+        let r = parse_csv(
+            "\u{feff}openid,amount,description\r\noA1,100,\"bonus, Nov\"\r\n\r\noB2,200,\"say \"\"hi\"\"\",张三\n",
+        )
+        .unwrap();
         assert_eq!(r.len(), 3);
         assert_eq!(r[1], vec!["oA1", "100", "bonus, Nov"]);
         assert_eq!(r[2], vec!["oB2", "200", "say \"hi\"", "张三"]);
@@ -657,15 +679,13 @@ mod tests {
 
     #[test]
     fn rows_are_numbered_after_the_header() {
-        let recs = parse_csv("openid,amount,description\noAAAA1,100,x\noAAAA2,1.5,x\nbad id,1,x\noAAAA3,100\n").unwrap();
+        let recs =
+            parse_csv("openid,amount,description\noAAAA1,100,x\noAAAA2,1.5,x\nbad id,1,x\noAAAA3,100\n").unwrap();
         let rows = batch_rows(&recs);
         assert!(rows[0].is_ok());
         let codes: Vec<(usize, String)> =
             rows.iter().filter_map(|r| r.as_ref().err()).map(|e| (e.row, e.code.clone())).collect();
-        assert_eq!(
-            codes,
-            vec![(2, "invalid_amount".into()), (3, "invalid_openid".into()), (4, "invalid_row".into())]
-        );
+        assert_eq!(codes, vec![(2, "invalid_amount".into()), (3, "invalid_openid".into()), (4, "invalid_row".into())]);
         let no_header = batch_rows(&parse_csv("oAAAA1,100,x,张三").unwrap());
         assert_eq!(no_header[0].as_ref().unwrap().real_name.as_deref(), Some("张三"));
     }
