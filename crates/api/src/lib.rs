@@ -71,6 +71,8 @@ pub const ROUTE_MODULES: &[RouteModule] = &[
     RouteModule::new("sessions", routes::sessions::configure, routes::sessions::openapi),
     RouteModule::new("orders", routes::orders::configure, routes::orders::openapi),
     RouteModule::new("refunds", routes::refunds::configure, routes::refunds::openapi),
+    RouteModule::new("payouts", routes::payouts::configure, routes::payouts::openapi),
+    RouteModule::new("redpacks", routes::redpacks::configure, routes::redpacks::openapi),
 ];
 
 /// The OpenAPI document of every module (served at `/openapi.json`).

@@ -3,5 +3,7 @@
 
 pub mod health;
 pub mod orders;
+pub mod payouts;
+pub mod redpacks;
 pub mod refunds;
 pub mod sessions;
