@@ -27,6 +27,7 @@ pub mod orders;
 pub mod payout_attempts;
 pub mod payout_limits;
 pub mod payouts;
+pub mod recon;
 pub mod redpacks;
 pub mod refunds;
 pub mod settle;

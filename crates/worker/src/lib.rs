@@ -18,6 +18,7 @@
 
 // Job modules, one line each (their owners add them).
 pub mod payouts;
+pub mod reconcile;
 
 use std::future::Future;
 use std::pin::Pin;
