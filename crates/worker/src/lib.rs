@@ -17,8 +17,10 @@
 //! counted in `minipay_worker_job_failures_total`, and the next tick tries again.
 
 // Job modules, one line each (their owners add them).
+pub mod expiry;
 pub mod payouts;
 pub mod reconcile;
+pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -107,6 +109,17 @@ impl Worker {
         Worker { pool, jobs: Vec::new(), scheduler: None }
     }
 
+    /// The worker for a configuration: every job whose section enables it is registered.
+    /// Job owners add one registration each here.
+    pub fn build(config: &minipay_config::Config, pool: PgPool) -> Result<Worker, WorkerError> {
+        let mut w = Worker::new(pool.clone());
+        if config.reconcile.enabled {
+            let r = reconcile::Reconciler::from_config(config, pool).map_err(|e| WorkerError::Config(e.to_string()))?;
+            reconcile::register(&mut w, r);
+        }
+        Ok(w)
+    }
+
     /// The pool every job runs on.
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -192,5 +205,24 @@ mod tests {
         assert!(ok.is_ok());
         let bad = Job::new_async_tz("not a schedule", tz, |_, _| Box::pin(async {}));
         assert!(bad.is_err());
+    }
+
+    #[tokio::test]
+    async fn build_registers_reconciliation_per_merchant() {
+        let toml = "[[merchants]]\nmch_id = \"1900000109\"\napi_key = \"192006250b4c09247ec02edce69f6a2d\"\n\n\
+                    [reconcile]\nfee_rate = \"0.60%\"\n";
+        let cfg = minipay_config::Config::from_toml_with_env(toml, Vec::new(), std::path::Path::new(".")).unwrap();
+        let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let w = Worker::build(&cfg, pool.clone()).unwrap();
+        let names = w.job_names();
+        assert!(names.contains(&"reconcile:1900000109") && names.contains(&"reconcile:retry"), "{names:?}");
+
+        let off = minipay_config::Config::from_toml_with_env(
+            &format!("{toml}enabled = false\n"),
+            Vec::new(),
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        assert!(!Worker::build(&off, pool).unwrap().job_names().iter().any(|n| n.starts_with("reconcile")));
     }
 }
