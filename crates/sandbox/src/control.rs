@@ -176,16 +176,22 @@ fn default_app(shared: &Shared, appid: Option<&String>) -> String {
     appid.cloned().unwrap_or_else(|| shared.cfg.apps.first().map(|a| a.appid.clone()).unwrap_or_default())
 }
 
-async fn jscode(shared: S, req: Json<UserApp>) -> HttpResponse {
-    let appid = default_app(&shared, req.appid.as_ref());
-    if !shared.apps.contains_key(&appid) {
-        return bad_request("unknown_app", format!("appid {appid} is not configured"));
-    }
+/// Mints a one-time login code for `user` in `appid`; `None` for an unknown app.
+pub fn mint_code(shared: &Shared, user: &str, appid: &str) -> Option<String> {
+    shared.apps.get(appid)?;
     let code = crate::state::nonce();
     let mut st = shared.lock();
     let now = st.clock.now();
-    st.codes
-        .insert(code.clone(), LoginCode { user: req.user.clone(), appid: appid.clone(), created_at: now, used: false });
+    let login = LoginCode { user: user.to_owned(), appid: appid.to_owned(), created_at: now, used: false };
+    st.codes.insert(code.clone(), login);
+    Some(code)
+}
+
+async fn jscode(shared: S, req: Json<UserApp>) -> HttpResponse {
+    let appid = default_app(&shared, req.appid.as_ref());
+    let Some(code) = mint_code(&shared, &req.user, &appid) else {
+        return bad_request("unknown_app", format!("appid {appid} is not configured"));
+    };
     let unionid = shared.apps[&appid].unionid.then(|| unionid_for(&req.user));
     HttpResponse::Ok().json(json!({
         "code": code, "appid": appid, "openid": openid_for(&req.user, &appid), "unionid": unionid,

@@ -84,7 +84,7 @@ pub use config::{AppConfig, BillLayout, Limits, MerchantConfig, SandboxConfig, U
 pub use faults::{Fault, FaultKind};
 pub use pay::{PayError, PayOrder};
 pub use server::{Sandbox, SandboxError};
-pub use state::{Notification, Order, RedPack, Refund, Transfer};
+pub use state::{Message, Notification, Order, RedPack, Refund, Transfer};
 
 /// A merchant as the handlers see it.
 #[derive(Debug)]

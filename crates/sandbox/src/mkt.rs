@@ -385,12 +385,14 @@ pub fn expire_redpack(st: &mut State, key: &Key, force: bool) -> Result<RedPack,
         return Err("red packet has not expired yet");
     }
     let left: i64 = r.shares.iter().filter(|s| s.rcv_time.is_none()).map(|s| s.amount.get()).sum();
+    // Expiry noticed late (the clock was moved) still happened 24 hours after sending.
+    let at = if force { now } else { r.send_time + Duration::hours(REDPACK_LIFETIME_HOURS) };
     r.status = "REFUND".into();
-    r.refund_time = Some(now);
+    r.refund_time = Some(at);
     r.refund_amount = Fen::new(left);
     let (mch, listid, remark) = (r.mch_id.clone(), r.send_listid.clone(), r.act_name.clone());
     let r = r.clone();
-    st.book(&mch, true, Fen::new(left), &listid, "现金红包", "现金红包退款", &remark, now);
+    st.book(&mch, true, Fen::new(left), &listid, "现金红包", "现金红包退款", &remark, at);
     Ok(r)
 }
 

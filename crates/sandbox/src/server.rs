@@ -171,6 +171,22 @@ impl Sandbox {
         r
     }
 
+    /// Marks an order PAYERROR (what `POST /sandbox/fail` does).
+    pub fn fail(&self, req: &PayOrder) -> Result<Order, PayError> {
+        crate::pay::fail(&self.shared, &mut self.shared.lock(), req)
+    }
+
+    /// Mints a one-time `wx.login` code for `user` in `appid` (what `POST /sandbox/jscode`
+    /// does); `None` when the app is not configured.
+    pub fn mint_code(&self, user: &str, appid: &str) -> Option<String> {
+        crate::control::mint_code(&self.shared, user, appid)
+    }
+
+    /// Customer-service messages received by `cgi-bin/message/custom/send`.
+    pub fn messages(&self) -> Vec<crate::state::Message> {
+        self.shared.lock().messages.clone()
+    }
+
     /// Adds a fault (what `POST /sandbox/faults` does).
     pub fn add_fault(&self, fault: Fault) -> Result<(), crate::faults::FaultError> {
         self.shared.lock().faults.add(fault, crate::api::known_path)

@@ -283,6 +283,9 @@ const CA_ERROR_MSG: &str = "证书出错，请登录微信支付商户平台下�
 
 /// The single entry point for every WeChat Pay path.
 pub async fn handle(req: HttpRequest, body: Bytes, shared: Data<Arc<Shared>>) -> HttpResponse {
+    if req.path() == "/sandboxnew/pay/getsignkey" {
+        return getsignkey(&shared, &body).into_http();
+    }
     let Some(endpoint) = Endpoint::from_path(req.path()) else {
         return HttpResponse::NotFound().finish();
     };
@@ -418,4 +421,24 @@ pub fn positive_fen(call: &Call, field: &str) -> Result<wxpay::Fen, Reply> {
 /// A helper to build answer fields.
 pub fn fields<const N: usize>(pairs: [(&str, String); N]) -> Params {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// WeChat's old simulation environment first fetched a "sandbox key" (SDKs with a sandbox
+/// switch still do). The sandbox verifies with the merchant's own key, so it hands that back.
+fn getsignkey(shared: &Shared, body: &[u8]) -> Reply {
+    let Ok(params) = xml::decode(body) else {
+        return return_fail("XML格式错误");
+    };
+    let Some(mch) = params.get("mch_id").and_then(|m| shared.merchants.get(m)) else {
+        return return_fail("mch_id参数格式错误");
+    };
+    if sign::verify_as(&params, &mch.cfg.api_key, SignType::Md5).is_err() {
+        return return_fail("签名错误");
+    }
+    let mut p = Params::new();
+    p.insert("return_code".into(), "SUCCESS".into());
+    p.insert("return_msg".into(), "ok".into());
+    p.insert("mch_id".into(), mch.cfg.mch_id.clone());
+    p.insert("sandbox_signkey".into(), mch.cfg.api_key.expose().to_owned());
+    Reply::Xml(p)
 }

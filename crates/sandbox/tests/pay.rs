@@ -241,3 +241,23 @@ async fn payer_can_skip_the_notification() {
     rx.stop().await;
     env.sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn sandboxnew_paths_and_getsignkey_for_sdks_with_a_sandbox_switch() {
+    let env = Env::start().await;
+    let p = signed(params(&[("mch_id", MCH), ("nonce_str", "abc")]), SignType::Md5);
+    let r = post_xml(&env.plain, &env.url("/sandboxnew/pay/getsignkey"), &p).await;
+    assert_eq!(r["return_code"], "SUCCESS");
+    assert_eq!(r["sandbox_signkey"], key().expose());
+    let mut bad = p.clone();
+    bad.insert("nonce_str".into(), "tampered".into());
+    assert_eq!(post_xml(&env.plain, &env.url("/sandboxnew/pay/getsignkey"), &bad).await["return_msg"], "签名错误");
+    let r = post_xml(
+        &env.plain,
+        &env.url("/sandboxnew/pay/unifiedorder"),
+        &signed(base_pay(&order_fields("SN1", "100")), SignType::Md5),
+    )
+    .await;
+    assert_eq!(r["result_code"], "SUCCESS");
+    env.sb.shutdown().await;
+}

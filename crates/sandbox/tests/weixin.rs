@@ -46,6 +46,10 @@ async fn jscode2session_codes_openids_and_unionids() {
     assert_eq!(other["unionid"], s["unionid"]);
     let bob = get(&env, &login(APPID, DEMO_APP_SECRET, &mint(&env, "bob", APPID).await)).await;
     assert_ne!(bob["unionid"], s["unionid"]);
+    // The library API mints codes too.
+    let lib_code = env.sb.mint_code("carol", APPID).unwrap();
+    assert_eq!(get(&env, &login(APPID, DEMO_APP_SECRET, &lib_code)).await["openid"], env.sb.openid("carol", APPID));
+    assert!(env.sb.mint_code("carol", "wx0000000000000000").is_none());
     // Codes expire after five minutes of sandbox time.
     let late = mint(&env, "alice", APPID).await;
     env.control("/sandbox/clock", json!({"advance_secs": 301})).await;
