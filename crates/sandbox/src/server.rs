@@ -59,7 +59,8 @@ impl Sandbox {
         for m in &cfg.merchants {
             state.balances.insert(m.mch_id.clone(), Fen::new(m.balance_fen));
         }
-        let http = reqwest::Client::builder().build()?;
+        // Notify URLs are the user's own (usually local) servers: no proxy from the environment.
+        let http = reqwest::Client::builder().no_proxy().build()?;
         let http_listener = TcpListener::bind((cfg.host.as_str(), cfg.port))?;
         let tls_listener = TcpListener::bind((cfg.host.as_str(), cfg.tls_port))?;
         let http_addr = http_listener.local_addr()?;
