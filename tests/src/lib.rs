@@ -1,1 +1,472 @@
-//! End-to-end tests live in `tests/tests/`; this library is empty on purpose.
+//! # minipay-e2e — the end-to-end harness
+//!
+//! [`TestApp::spawn`] starts the whole system for one test, all in-process on loopback port 0:
+//! a fresh migrated database ([`minipay_testkit::TestDb`]), the WeChat sandbox
+//! ([`minipay_sandbox::Sandbox`], time-scaled ×0.001 so WeChat's waits take milliseconds),
+//! the notify service, the api, and a webhook receiver. The configuration points at the
+//! sandbox over HTTPS (its CA, the demo merchant's client certificate), and one API key per
+//! role is created.
+//!
+//! Tests talk to the api through one typed method per endpoint ([`TestApp::create_order`],
+//! [`TestApp::refund`], …) that return an [`ApiResponse`] (status + JSON), drive the sandbox
+//! directly ([`TestApp::pay`], [`TestApp::login`]) and end with
+//! [`TestApp::assert_ledger_balanced`].
+//!
+//! Engineers of other endpoints: add your typed methods in an `impl TestApp` block of your
+//! own below (one method per endpoint, built on [`TestApp::post`] / [`TestApp::get`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use minipay_config::{Config, SandboxEndpoints};
+use minipay_sandbox::{PayOrder, Sandbox, SandboxConfig};
+use minipay_store::clients::{self, Role};
+use minipay_testkit::TestDb;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+pub use minipay_config::{DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID};
+
+/// A response from the api: status and JSON body (`Value::Null` when the body is not JSON).
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl ApiResponse {
+    /// The error code of an error response (`""` otherwise).
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// Panics with the body unless the status is `expected`.
+    #[track_caller]
+    pub fn expect(&self, expected: u16) -> &Value {
+        assert_eq!(self.status, expected, "unexpected status; body: {}", self.body);
+        &self.body
+    }
+}
+
+/// One API key per role (`client` also has a webhook endpoint on the test's receiver).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub client: String,
+    pub finance: String,
+    pub approver: String,
+    pub viewer: String,
+    pub admin: String,
+    /// A second client, for "not your order" checks.
+    pub other_client: String,
+}
+
+impl Keys {
+    pub fn for_role(&self, role: Role) -> &str {
+        match role {
+            Role::Client => &self.client,
+            Role::Finance => &self.finance,
+            Role::Approver => &self.approver,
+            Role::Viewer => &self.viewer,
+            Role::Admin => &self.admin,
+        }
+    }
+}
+
+/// What the webhook receiver got: headers of interest and the raw body.
+#[derive(Debug, Clone)]
+pub struct ReceivedWebhook {
+    pub signature: Option<String>,
+    pub event_type: Option<String>,
+    pub body: String,
+}
+
+/// Options for [`TestApp::spawn_with`].
+pub struct Options {
+    pub sandbox: SandboxConfig,
+    /// Status the webhook receiver answers (e.g. 500 to test retries).
+    pub webhook_status: u16,
+    /// Applied to the configuration before the services start.
+    pub configure: Box<dyn FnOnce(&mut Config) + Send>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            sandbox: SandboxConfig { time_scale: 0.001, workers: 1, ..SandboxConfig::default() },
+            webhook_status: 200,
+            configure: Box::new(|_| {}),
+        }
+    }
+}
+
+/// The whole system for one test.
+pub struct TestApp {
+    pub db: TestDb,
+    pub sandbox: Sandbox,
+    pub config: Config,
+    pub api_url: String,
+    pub notify_url: String,
+    pub http: reqwest::Client,
+    pub keys: Keys,
+    /// The `client` key's api_clients id.
+    pub client_id: uuid::Uuid,
+    pub webhook_url: String,
+    /// The `client` key's webhook signing secret.
+    pub webhook_secret: String,
+    webhooks: Arc<Mutex<Vec<ReceivedWebhook>>>,
+    webhook_status: Arc<Mutex<u16>>,
+    handles: Vec<ServerHandle>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(opts: Options) -> TestApp {
+        let db = TestDb::new().await;
+        let sandbox = Sandbox::start(opts.sandbox).await.expect("start the sandbox");
+        let mut config = Config::demo(
+            &db.url,
+            SandboxEndpoints {
+                pay_base_url: sandbox.https_url(),
+                api_base_url: sandbox.https_url(),
+                ca_pem: sandbox.ca_pem(),
+                client_p12: sandbox.client_identity_p12(DEMO_MCH_ID).expect("demo merchant certificate"),
+            },
+        );
+        config.api.workers = 2;
+        config.notify.workers = 1;
+        // The notify service's port must be known before the api builds notify_url from it.
+        let notify_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind notify");
+        let notify_port = notify_listener.local_addr().expect("notify addr").port();
+        config.notify.public_url = format!("http://127.0.0.1:{notify_port}");
+        (opts.configure)(&mut config);
+
+        let notify = minipay_notify::Application::from_listener(notify_listener, &config, db.pool.clone())
+            .expect("build notify");
+        let mut handles = vec![notify.handle()];
+        tokio::spawn(notify.run_until_stopped());
+        let api = minipay_api::Application::build(config.clone(), db.pool.clone()).await.expect("build api");
+        let api_url = format!("http://127.0.0.1:{}", api.port());
+        handles.push(api.handle());
+        tokio::spawn(api.run_until_stopped());
+
+        let webhooks = Arc::new(Mutex::new(Vec::new()));
+        let webhook_status = Arc::new(Mutex::new(opts.webhook_status));
+        let (webhook_url, handle) = start_receiver(webhooks.clone(), webhook_status.clone());
+        handles.push(handle);
+
+        let mut conn = db.pool.acquire().await.expect("connection");
+        let client = clients::create(&mut conn, "shop", Role::Client, Some(&webhook_url)).await.expect("client key");
+        let mut keys = Vec::new();
+        for (role, name) in [
+            (Role::Finance, "finance"),
+            (Role::Approver, "approver"),
+            (Role::Viewer, "viewer"),
+            (Role::Admin, "admin"),
+            (Role::Client, "other shop"),
+        ] {
+            keys.push(clients::create(&mut conn, name, role, None).await.expect("key").key);
+        }
+        let [finance, approver, viewer, admin, other_client]: [String; 5] = keys.try_into().expect("five keys");
+        drop(conn);
+        TestApp {
+            notify_url: config.notify.public_url.clone(),
+            db,
+            sandbox,
+            config,
+            api_url,
+            http: reqwest::Client::new(),
+            keys: Keys { client: client.key, finance, approver, viewer, admin, other_client },
+            client_id: client.client.id,
+            webhook_url,
+            webhook_secret: client.webhook_secret.expect("webhook secret"),
+            webhooks,
+            webhook_status,
+            handles,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.db.pool
+    }
+
+    // ----- generic requests ------------------------------------------------------------
+
+    /// POST `path` with `key` (None = no Authorization) and an optional Idempotency-Key.
+    pub async fn post_as(
+        &self,
+        key: Option<&str>,
+        path: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> ApiResponse {
+        let mut req = self.http.post(format!("{}{path}", self.api_url)).json(body);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        read(req.send().await.expect("api reachable")).await
+    }
+
+    /// POST raw bytes (for malformed-JSON and size tests) as the client role.
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>, content_type: &str) -> ApiResponse {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.api_url))
+            .bearer_auth(&self.keys.client)
+            .header("Content-Type", content_type)
+            .body(body);
+        read(req.send().await.expect("api reachable")).await
+    }
+
+    /// POST as the client role, without an Idempotency-Key.
+    pub async fn post(&self, path: &str, body: &Value) -> ApiResponse {
+        self.post_as(Some(&self.keys.client), path, body, None).await
+    }
+
+    pub async fn get_as(&self, key: Option<&str>, path: &str) -> ApiResponse {
+        let mut req = self.http.get(format!("{}{path}", self.api_url));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        read(req.send().await.expect("api reachable")).await
+    }
+
+    /// GET as the client role.
+    pub async fn get(&self, path: &str) -> ApiResponse {
+        self.get_as(Some(&self.keys.client), path).await
+    }
+
+    // ----- payments endpoints (issue 4) ---------------------------------------------------
+
+    /// Mints a `wx.login` code for a sandbox user and logs in: returns the openid.
+    pub async fn login(&self, user: &str) -> String {
+        let code = self.login_code(user).await;
+        let r = self.create_session(&json!({"code": code})).await;
+        r.expect(200)["openid"].as_str().expect("openid").to_owned()
+    }
+
+    /// A fresh login code for `user` in the demo app (sandbox control API).
+    pub async fn login_code(&self, user: &str) -> String {
+        let r: Value = self
+            .http
+            .post(format!("{}/sandbox/jscode", self.sandbox.http_url()))
+            .json(&json!({"user": user}))
+            .send()
+            .await
+            .expect("sandbox reachable")
+            .json()
+            .await
+            .expect("jscode answer");
+        r["code"].as_str().expect("code").to_owned()
+    }
+
+    pub async fn create_session(&self, body: &Value) -> ApiResponse {
+        self.post("/v1/sessions", body).await
+    }
+
+    pub async fn create_order(&self, body: &Value) -> ApiResponse {
+        self.post("/v1/orders", body).await
+    }
+
+    pub async fn create_order_idempotent(&self, body: &Value, key: &str) -> ApiResponse {
+        self.post_as(Some(&self.keys.client), "/v1/orders", body, Some(key)).await
+    }
+
+    /// A standard order for `openid`: 1000 fen, expires in an hour.
+    pub async fn create_order_for(&self, openid: &str, amount: i64) -> ApiResponse {
+        self.create_order(&json!({"openid": openid, "amount": amount, "description": "e2e order", "expires_in": 3600}))
+            .await
+    }
+
+    pub async fn get_order(&self, out_trade_no: &str) -> ApiResponse {
+        self.get(&format!("/v1/orders/{out_trade_no}")).await
+    }
+
+    pub async fn get_order_refreshed(&self, out_trade_no: &str) -> ApiResponse {
+        self.get(&format!("/v1/orders/{out_trade_no}?refresh=true")).await
+    }
+
+    pub async fn close_order(&self, out_trade_no: &str) -> ApiResponse {
+        self.post(&format!("/v1/orders/{out_trade_no}/close"), &json!({})).await
+    }
+
+    pub async fn refund(&self, out_trade_no: &str, body: &Value) -> ApiResponse {
+        self.post(&format!("/v1/orders/{out_trade_no}/refunds"), body).await
+    }
+
+    pub async fn refund_idempotent(&self, out_trade_no: &str, body: &Value, key: &str) -> ApiResponse {
+        self.post_as(Some(&self.keys.client), &format!("/v1/orders/{out_trade_no}/refunds"), body, Some(key)).await
+    }
+
+    pub async fn get_refund(&self, out_refund_no: &str) -> ApiResponse {
+        self.get(&format!("/v1/refunds/{out_refund_no}")).await
+    }
+
+    // ----- the sandbox and waiting ---------------------------------------------------------
+
+    /// Pays an order in the sandbox as the user would (WeChat then notifies us).
+    pub fn pay(&self, out_trade_no: &str) {
+        self.pay_with(PayOrder { out_trade_no: Some(out_trade_no.into()), ..PayOrder::default() });
+    }
+
+    /// Pays without WeChat notifying us (the order learns of it only by querying).
+    pub fn pay_silently(&self, out_trade_no: &str) {
+        self.pay_with(PayOrder { out_trade_no: Some(out_trade_no.into()), notify: Some(false), ..PayOrder::default() });
+    }
+
+    pub fn pay_with(&self, req: PayOrder) {
+        self.sandbox.pay(&req).expect("sandbox payment");
+    }
+
+    /// The order's stored status.
+    pub async fn order_status(&self, out_trade_no: &str) -> String {
+        let (s,): (String,) = sqlx::query_as("SELECT status FROM orders WHERE out_trade_no = $1")
+            .bind(out_trade_no)
+            .fetch_one(self.pool())
+            .await
+            .expect("order row");
+        s
+    }
+
+    /// Polls until the order has `status` (panics after 15 s).
+    pub async fn wait_for_order_status(&self, out_trade_no: &str, status: &str) {
+        let last = Mutex::new(String::new());
+        let ok = poll(Duration::from_secs(15), || async {
+            let s = self.order_status(out_trade_no).await;
+            let done = s == status;
+            *last.lock().expect("lock") = s;
+            done
+        })
+        .await;
+        let last = last.into_inner().expect("lock");
+        assert!(ok, "order {out_trade_no} never became {status} (last {last})");
+    }
+
+    /// Polls until the refund has `status` in the database (panics after 15 s).
+    pub async fn wait_for_refund_status(&self, out_refund_no: &str, status: &str) {
+        let ok = poll(Duration::from_secs(15), || async {
+            let row: Option<(String,)> = sqlx::query_as("SELECT status FROM refunds WHERE out_refund_no = $1")
+                .bind(out_refund_no)
+                .fetch_optional(self.pool())
+                .await
+                .expect("refund row");
+            row.is_some_and(|r| r.0 == status)
+        })
+        .await;
+        assert!(ok, "refund {out_refund_no} never became {status}");
+    }
+
+    // ----- webhooks ------------------------------------------------------------------------
+
+    /// What the webhook receiver got so far.
+    pub fn received_webhooks(&self) -> Vec<ReceivedWebhook> {
+        self.webhooks.lock().expect("receiver lock").clone()
+    }
+
+    /// Changes what the receiver answers from now on.
+    pub fn set_webhook_status(&self, status: u16) {
+        *self.webhook_status.lock().expect("receiver lock") = status;
+    }
+
+    // ----- invariants ------------------------------------------------------------------------
+
+    /// Every ledger transaction sums to zero (call at the end of every test).
+    pub async fn assert_ledger_balanced(&self) {
+        let mut conn = self.pool().acquire().await.expect("connection");
+        let bad = minipay_store::ledger::unbalanced_transactions(&mut conn).await.expect("ledger query");
+        assert!(bad.is_empty(), "unbalanced ledger transactions: {bad:?}");
+    }
+
+    /// Stops the services (the sandbox and database go with the test process).
+    pub async fn shutdown(self) {
+        for h in &self.handles {
+            h.stop(true).await;
+        }
+        self.sandbox.shutdown().await;
+    }
+}
+
+/// Checks a `Minipay-Signature: t=<unix>,v1=<hex>` header against the body and secret.
+pub fn verify_webhook_signature(header: &str, body: &str, secret: &str) -> bool {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", v)) => t = Some(v),
+            Some(("v1", v)) => v1 = Some(v),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else { return false };
+    let Ok(sig) = hex::decode(v1) else { return false };
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(format!("{t}.{body}").as_bytes());
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// Polls `check` every 20 ms until it is true or `limit` passes.
+pub async fn poll<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn read(resp: reqwest::Response) -> ApiResponse {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.expect("response body");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    ApiResponse { status, body, headers }
+}
+
+/// A tiny webhook endpoint on loopback that records every delivery.
+fn start_receiver(store: Arc<Mutex<Vec<ReceivedWebhook>>>, status: Arc<Mutex<u16>>) -> (String, ServerHandle) {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+    let port = listener.local_addr().expect("receiver addr").port();
+    let server = HttpServer::new(move || {
+        let store = store.clone();
+        let status = status.clone();
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let store = store.clone();
+            let status = status.clone();
+            async move {
+                let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                store.lock().expect("receiver lock").push(ReceivedWebhook {
+                    signature: header("minipay-signature"),
+                    event_type: header("minipay-event"),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                });
+                let code = *status.lock().expect("receiver lock");
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap_or_default()).finish()
+            }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .expect("receiver listen")
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (format!("http://127.0.0.1:{port}/hooks"), handle)
+}

@@ -180,13 +180,21 @@ pub async fn lock(conn: &mut PgConnection, out_trade_no: &str) -> Result<Option<
     row.map(Order::try_from).transpose()
 }
 
-/// The next open order past its expiry that no other worker holds, locked.
-pub async fn lock_next_expired(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<Option<Order>, StoreError> {
+/// The next open order past its expiry that no other worker holds, locked. Orders queried
+/// after `queried_before` are skipped, so one that WeChat did not answer for is retried on a
+/// later pass instead of blocking the batch.
+pub async fn lock_next_expired(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    queried_before: DateTime<Utc>,
+) -> Result<Option<Order>, StoreError> {
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM orders WHERE status IN ('created', 'prepaid') AND expires_at <= $1
+            AND (queried_at IS NULL OR queried_at < $2)
           ORDER BY expires_at LIMIT 1 FOR UPDATE SKIP LOCKED"
     )))
     .bind(now)
+    .bind(queried_before)
     .fetch_optional(conn)
     .await?;
     row.map(Order::try_from).transpose()

@@ -1,0 +1,87 @@
+//! Payments end to end: login → order → pay in the sandbox → paid (through the notify
+//! service) → partial refunds → the over-refund refused → signed webhooks delivered.
+
+use minipay_e2e::{DEMO_API_KEY, TestApp, verify_webhook_signature};
+use minipay_store::ledger::{self, account};
+use serde_json::json;
+use wxpay::sign::{SignType, sign};
+use wxpay::{ApiKey, Params};
+
+fn webhook_sender(app: &TestApp) -> minipay_worker::webhooks::WebhookSender {
+    minipay_worker::webhooks::WebhookSender::new(app.pool().clone(), app.config.webhooks.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn login_order_pay_refund_webhooks() {
+    let app = TestApp::spawn().await;
+    let openid = app.login("demo-user").await;
+    assert_eq!(openid, app.sandbox.openid("demo-user", minipay_e2e::DEMO_APPID));
+
+    // Create: the pay params are signed with the merchant key over exactly the five fields.
+    let r = app.create_order_for(&openid, 1000).await;
+    let order = r.expect(201).clone();
+    assert_eq!(order["status"], "prepaid");
+    assert_eq!(order["amount"], 1000);
+    let p = &order["pay_params"];
+    let fields: Params = ["appId", "timeStamp", "nonceStr", "package", "signType"]
+        .iter()
+        .map(|k| (k.to_string(), p[*k].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(p["package"].as_str().unwrap().starts_with("prepay_id="));
+    assert_eq!(p["signType"], "MD5");
+    assert_eq!(p["paySign"].as_str().unwrap(), sign(&fields, &ApiKey::new(DEMO_API_KEY), SignType::Md5));
+    let no = order["out_trade_no"].as_str().unwrap().to_owned();
+
+    // Pay: WeChat (the sandbox) notifies the notify service, which settles the order.
+    app.pay(&no);
+    app.wait_for_order_status(&no, "paid").await;
+    let got = app.get_order(&no).await;
+    assert_eq!(got.expect(200)["status"], "paid");
+    assert!(got.body["transaction_id"].is_string());
+
+    // Two partial refunds, then one that would exceed what was paid.
+    let r1 = app.refund(&no, &json!({"amount": 300, "reason": "broken cup"})).await;
+    // Accepted by WeChat; with the sandbox's scaled delay the result may already be in.
+    let status = r1.expect(201)["status"].as_str().unwrap().to_owned();
+    assert!(status == "processing" || status == "succeeded", "{}", r1.body);
+    let r2 = app.refund(&no, &json!({"amount": 300})).await;
+    r2.expect(201);
+    let r3 = app.refund(&no, &json!({"amount": 401})).await;
+    assert_eq!(r3.status, 409, "{}", r3.body);
+    assert_eq!(r3.code(), "refund_exceeds_refundable");
+    for r in [&r1, &r2] {
+        let refund_no = r.body["out_refund_no"].as_str().unwrap();
+        app.wait_for_refund_status(refund_no, "succeeded").await;
+        assert_eq!(app.get_refund(refund_no).await.expect(200)["status"], "succeeded");
+    }
+    let got = app.get_order(&no).await;
+    assert_eq!(got.body["refunded_amount"], 600);
+    assert_eq!(got.body["refunds"].as_array().unwrap().len(), 2);
+
+    // The ledger: 1000 in, 600 out, per merchant.
+    let mut conn = app.pool().acquire().await.unwrap();
+    assert_eq!(ledger::balance(&mut conn, &account::wechat(minipay_e2e::DEMO_MCH_ID)).await.unwrap().get(), 400);
+    drop(conn);
+
+    // Webhooks: one per event, each signed with the client's secret.
+    let sent = webhook_sender(&app).run_until_idle(50).await.unwrap();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    let got = app.received_webhooks();
+    let mut types: Vec<_> = got.iter().map(|w| w.event_type.clone().unwrap_or_default()).collect();
+    types.sort();
+    assert_eq!(types, ["payment.succeeded", "refund.succeeded", "refund.succeeded"]);
+    for w in &got {
+        let sig = w.signature.as_deref().expect("signature header");
+        assert!(verify_webhook_signature(sig, &w.body, &app.webhook_secret), "bad signature on {}", w.body);
+        assert!(!verify_webhook_signature(sig, &w.body, "whsec_wrong"));
+    }
+    let paid: serde_json::Value =
+        serde_json::from_str(&got.iter().find(|w| w.event_type.as_deref() == Some("payment.succeeded")).unwrap().body)
+            .unwrap();
+    assert_eq!(paid["data"]["out_trade_no"], no.as_str());
+    let (attempts,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM webhook_attempts").fetch_one(app.pool()).await.unwrap();
+    assert_eq!(attempts, 3);
+
+    app.assert_ledger_balanced().await;
+}
