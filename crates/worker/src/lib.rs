@@ -113,6 +113,13 @@ impl Worker {
     /// Job owners add one registration each here.
     pub fn build(config: &minipay_config::Config, pool: PgPool) -> Result<Worker, WorkerError> {
         let mut w = Worker::new(pool.clone());
+        let config_err = |e: &dyn std::fmt::Display| WorkerError::Config(e.to_string());
+        expiry::OrderExpiry::new(pool.clone(), config)
+            .map_err(|e| config_err(&e))?
+            .register(&mut w, Duration::from_millis(config.worker.expiry_interval_ms));
+        webhooks::WebhookSender::new(pool.clone(), config.webhooks.clone())
+            .map_err(|e| config_err(&e))?
+            .register(&mut w, Duration::from_millis(config.worker.webhook_interval_ms));
         if config.reconcile.enabled {
             let r = reconcile::Reconciler::from_config(config, pool).map_err(|e| WorkerError::Config(e.to_string()))?;
             reconcile::register(&mut w, r);
