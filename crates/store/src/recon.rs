@@ -716,11 +716,14 @@ WITH bounds AS (
     SELECT count(DISTINCT bill_date) AS n FROM recon_bill_files
      WHERE mch_id = $2 AND bill_type = 'trade_all' AND row_count IS NOT NULL
        AND bill_date > $3::date AND bill_date <= $3::date + $5::int
-), c AS (
+), c AS MATERIALIZED (
+    -- `= ANY(days)` rather than a date range: the index is probed once per neighbouring day
+    -- instead of scanning this day's (possibly million) rows for each item.
     SELECT d.*,
            (SELECT min(n.bill_date) FROM recon_trade_rows n
              WHERE n.mch_id = $2 AND n.out_trade_no = d.o_no AND NOT n.is_refund
-               AND n.bill_date BETWEEN $3::date - $5::int AND $3::date + $5::int AND n.bill_date <> $3::date) AS other_day,
+               AND n.bill_date = ANY (ARRAY(SELECT $3::date + g FROM generate_series(-$5::int, $5::int) g
+                                             WHERE g <> 0))) AS other_day,
            (d.o_paid_at >= bounds.hi - make_interval(secs => $4::bigint)
             OR d.o_paid_at < bounds.lo + make_interval(secs => $4::bigint)) AS near_midnight
       FROM recon_pay_diff d, bounds WHERE d.b_no IS NULL
@@ -806,11 +809,14 @@ WITH bounds AS (
     SELECT count(DISTINCT bill_date) AS n FROM recon_bill_files
      WHERE mch_id = $2 AND bill_type = 'trade_all' AND row_count IS NOT NULL
        AND bill_date > $3::date AND bill_date <= $3::date + $5::int
-), c AS (
+), c AS MATERIALIZED (
+    -- `= ANY(days)` rather than a date range: the index is probed once per neighbouring day
+    -- instead of scanning this day's (possibly million) rows for each item.
     SELECT d.*,
            (SELECT min(n.bill_date) FROM recon_trade_rows n
              WHERE n.mch_id = $2 AND n.out_refund_no = d.o_no AND n.is_refund
-               AND n.bill_date BETWEEN $3::date - $5::int AND $3::date + $5::int AND n.bill_date <> $3::date) AS other_day,
+               AND n.bill_date = ANY (ARRAY(SELECT $3::date + g FROM generate_series(-$5::int, $5::int) g
+                                             WHERE g <> 0))) AS other_day,
            (d.o_at >= bounds.hi - make_interval(secs => $4::bigint)
             OR d.o_at < bounds.lo + make_interval(secs => $4::bigint)) AS near_midnight
       FROM recon_ref_diff d, bounds WHERE d.b_no IS NULL
@@ -919,9 +925,19 @@ SELECT $1, $2, $3,
 /// Runs every matching statement for one (merchant, day) inside the caller's transaction,
 /// after this run's rows are loaded. Returns the number of discrepancies inserted.
 pub async fn match_day(conn: &mut PgConnection, p: &MatchParams<'_>) -> Result<u64, StoreError> {
-    // Planner statistics of the freshly loaded rows: without them a million-row join may be
-    // planned as a nested loop.
-    sqlx::query("ANALYZE recon_trade_rows").execute(&mut *conn).await?;
+    // Planner statistics of the freshly loaded rows (without them a million-row join may be
+    // planned as a nested loop): the day's partition only, and only the join columns, which
+    // costs a fifth of analyzing the partitioned table.
+    ensure_month(&mut *conn, p.bill_date).await?;
+    let partition = format!("recon_trade_rows_{}", p.bill_date.format("%Y%m"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ANALYZE {partition} (mch_id, bill_date, is_refund, out_trade_no, out_refund_no)"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    // The day's hash joins fit in memory instead of spilling to disk in batches (server
+    // memory, for this transaction only).
+    sqlx::query("SET LOCAL work_mem = '256MB'").execute(&mut *conn).await?;
     sqlx::query(PAY_DIFF)
         .bind(p.run_id)
         .bind(p.mch_id)

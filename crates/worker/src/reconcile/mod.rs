@@ -344,10 +344,17 @@ impl Reconciler {
     /// The body of a run; `Ok(None)` when the bill is not ready yet.
     async fn run_started(&self, run_id: i64, req: &RunRequest, s: &Settings) -> Result<Option<Report>, ReconcileError> {
         let mch = req.mch_id.as_str();
+        let mut timings = std::collections::BTreeMap::new();
+        let mut clock = std::time::Instant::now();
+        let mut lap = |name: &str, timings: &mut std::collections::BTreeMap<String, u64>| {
+            timings.insert(name.to_owned(), clock.elapsed().as_millis() as u64);
+            clock = std::time::Instant::now();
+        };
         let (trade, fund) = match self.fetch(req, s).await? {
             Fetched::NotReady => return Ok(None),
             Fetched::Bills { trade, fund } => (trade, fund),
         };
+        lap("fetch", &mut timings);
         let source = match req.source {
             BillSource::Download => "download",
             BillSource::Files { .. } | BillSource::Bytes { .. } if req.trigger == Trigger::Bench => "generated",
@@ -363,6 +370,7 @@ impl Reconciler {
                 None
             }
         };
+        lap("load_trade", &mut timings);
         self.renew(run_id, s).await?;
         let fund_loaded = match &fund {
             Some(Some(raw)) => {
@@ -377,6 +385,7 @@ impl Reconciler {
             None => None,
         };
         let with_fund_flow = fund.is_some();
+        lap("load_fund_flow", &mut timings);
         self.renew(run_id, s).await?;
 
         let mut tx = self.pool.begin().await?;
@@ -394,8 +403,10 @@ impl Reconciler {
         )
         .await?;
         tx.commit().await?;
+        lap("match", &mut timings);
 
         let repaired = self.repair(run_id, mch).await?;
+        lap("repair", &mut timings);
 
         let mut tx = self.pool.begin().await?;
         let fee = match &trade_loaded {
@@ -408,6 +419,7 @@ impl Reconciler {
             .map(Totals::from)
             .collect();
         let discrepancies = recon::discrepancies(&mut tx, run_id).await?;
+        lap("report", &mut timings);
         let report = Report {
             run_id,
             mch_id: mch.to_owned(),
@@ -421,6 +433,7 @@ impl Reconciler {
             fee,
             repaired,
             discrepancies,
+            timings_ms: timings,
         };
         let json = serde_json::to_value(&report).map_err(|e| ReconcileError::Internal(e.to_string()))?;
         let text = report.human();

@@ -81,6 +81,10 @@ pub struct Report {
     pub fee: Option<FeeReport>,
     pub repaired: i64,
     pub discrepancies: Vec<Discrepancy>,
+    /// Wall time of each step in milliseconds (fetch, load_trade, load_fund_flow, match,
+    /// repair, report), for operators and the benchmark.
+    #[serde(default)]
+    pub timings_ms: BTreeMap<String, u64>,
 }
 
 impl Report {
