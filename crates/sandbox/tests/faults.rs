@@ -155,7 +155,16 @@ async fn notification_drop_duplicate_delay_and_reorder() {
     env.order("NR1", "100", &rx.url).await;
     env.order("NR2", "100", &rx.url).await;
     env.control("/sandbox/pay", json!({"out_trade_no": "NR1"})).await;
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Wait until NR1's delivery has taken the fault, so NR2's cannot take it instead.
+    let mut taken = false;
+    for _ in 0..3000 {
+        if env.get_json("/sandbox/faults").await.as_array().is_some_and(Vec::is_empty) {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(taken);
     env.control("/sandbox/pay", json!({"out_trade_no": "NR2"})).await;
     assert!(eventually(|| rx.count() == 6).await);
     let b = rx.bodies();

@@ -211,9 +211,9 @@ pub const SUCCESS_REPLY: &str =
 pub const FAIL_REPLY: &str =
     "<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[busy]]></return_msg></xml>";
 
-/// Polls `f` until it is true (or 10 s pass): background delivery is asynchronous.
+/// Polls `f` until it is true (or 30 s pass): background delivery is asynchronous.
 pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    for _ in 0..1000 {
+    for _ in 0..3000 {
         if f() {
             return true;
         }
