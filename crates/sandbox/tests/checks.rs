@@ -8,6 +8,9 @@ use common::*;
 use wxpay::sign::SignType;
 use wxpay::xml::Params;
 
+/// A request field: (name, value).
+type Field = (&'static str, &'static str);
+
 struct Case {
     path: &'static str,
     fields: &'static [(&'static str, &'static str)],
@@ -162,7 +165,7 @@ async fn every_endpoint_checks_signature_and_required_fields() {
     ];
     let path = "/mmpaymkttransfers/promotion/transfers";
     run(&env, path, build(&t, &[], None, SignType::Md5), build(&t, &[], Some("openid"), SignType::Md5), false).await;
-    let sends: [(&str, &[(&str, &str)], &str); 3] = [
+    let sends: [(&str, &[Field], &str); 3] = [
         ("/mmpaymkttransfers/sendredpack", &[("total_num", "1"), ("client_ip", "1.2.3.4")], "wishing"),
         (
             "/mmpaymkttransfers/sendgroupredpack",
