@@ -127,18 +127,19 @@ async fn apply(state: &State, facts: &PaymentFacts, params: &Params, text: &str)
             reference: &facts.out_trade_no,
             body: text,
             fields: fields_json(params),
+            expected_outcome: "applied",
         },
     )
     .await?;
     let facts = PaymentFacts { source: Source::Notification { notification_id: stored.id }, ..facts.clone() };
     let applied = settle::apply_payment(&mut tx, &facts).await?;
-    if stored.first_delivery {
-        let outcome = match applied {
-            PaymentApplied::Applied { .. } => "applied",
-            PaymentApplied::AlreadyApplied => "already_applied",
-            PaymentApplied::Mismatch { .. } => "mismatch",
-            PaymentApplied::UnknownOrder { .. } => "unknown_order",
-        };
+    let outcome = match applied {
+        PaymentApplied::Applied { .. } => "applied",
+        PaymentApplied::AlreadyApplied => "already_applied",
+        PaymentApplied::Mismatch { .. } => "mismatch",
+        PaymentApplied::UnknownOrder { .. } => "unknown_order",
+    };
+    if stored.first_delivery && outcome != "applied" {
         notifications::set_outcome(&mut tx, stored.id, outcome).await?;
     }
     tx.commit().await?;
@@ -153,9 +154,10 @@ async fn keep_only(
     appid: Option<&str>,
     reference: &str,
 ) -> Result<(), StoreError> {
-    let mut tx = state.pool.begin().await?;
-    let stored = notifications::record(
-        &mut tx,
+    // One statement: no transaction needed.
+    let mut conn = state.pool.acquire().await?;
+    notifications::record(
+        &mut conn,
         &NewNotification {
             kind: NotificationKind::Payment,
             mch_id,
@@ -163,12 +165,9 @@ async fn keep_only(
             reference,
             body: text,
             fields: fields_json(params),
+            expected_outcome: "not_paid",
         },
     )
     .await?;
-    if stored.first_delivery {
-        notifications::set_outcome(&mut tx, stored.id, "not_paid").await?;
-    }
-    tx.commit().await?;
     Ok(())
 }

@@ -122,7 +122,15 @@ async fn record(
     let mut tx = state.pool.begin().await?;
     let stored = notifications::record(
         &mut tx,
-        &NewNotification { kind: NotificationKind::Refund, mch_id, appid, reference, body: text, fields },
+        &NewNotification {
+            kind: NotificationKind::Refund,
+            mch_id,
+            appid,
+            reference,
+            body: text,
+            fields,
+            expected_outcome: if facts.is_some() { "applied" } else { "not_final" },
+        },
     )
     .await?;
     let applied = match facts {
@@ -132,14 +140,14 @@ async fn record(
         }
         None => None,
     };
-    if stored.first_delivery {
-        let outcome = match &applied {
-            Some(RefundApplied::Applied { .. }) => "applied",
-            Some(RefundApplied::AlreadyApplied) => "already_applied",
-            Some(RefundApplied::Mismatch { .. }) => "mismatch",
-            Some(RefundApplied::UnknownRefund { .. }) => "unknown_refund",
-            None => "not_final",
-        };
+    let outcome = match &applied {
+        Some(RefundApplied::Applied { .. }) => "applied",
+        Some(RefundApplied::AlreadyApplied) => "already_applied",
+        Some(RefundApplied::Mismatch { .. }) => "mismatch",
+        Some(RefundApplied::UnknownRefund { .. }) => "unknown_refund",
+        None => "not_final",
+    };
+    if stored.first_delivery && outcome != "applied" && outcome != "not_final" {
         notifications::set_outcome(&mut tx, stored.id, outcome).await?;
     }
     tx.commit().await?;

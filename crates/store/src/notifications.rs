@@ -56,6 +56,10 @@ pub struct NewNotification<'a> {
     pub body: &'a str,
     /// The fields acted on (payment fields without `sign`, or the decrypted req_info).
     pub fields: Value,
+    /// The outcome stored with a first delivery: the expected one (`applied`), so the common
+    /// path costs no second statement; [`set_outcome`] corrects it in the same transaction
+    /// when settlement ends otherwise, so no reader ever sees a wrong value.
+    pub expected_outcome: &'a str,
 }
 
 /// A stored notification: its id and whether this delivery was the first of its body.
@@ -75,7 +79,7 @@ pub fn body_sha256(body: &[u8]) -> String {
 pub async fn record(conn: &mut PgConnection, n: &NewNotification<'_>) -> Result<StoredNotification, StoreError> {
     let (id, inserted): (i64, bool) = sqlx::query_as(
         "INSERT INTO wxpay_notifications (kind, mch_id, appid, reference, body_sha256, body, fields, outcome)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'received')
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (kind, body_sha256) DO UPDATE
             SET deliveries = wxpay_notifications.deliveries + 1, last_delivered_at = now()
          RETURNING id, (xmax = 0) AS inserted",
@@ -87,6 +91,7 @@ pub async fn record(conn: &mut PgConnection, n: &NewNotification<'_>) -> Result<
     .bind(body_sha256(n.body.as_bytes()))
     .bind(n.body)
     .bind(&n.fields)
+    .bind(n.expected_outcome)
     .fetch_one(conn)
     .await?;
     Ok(StoredNotification { id, first_delivery: inserted })

@@ -198,6 +198,7 @@ struct OrderRow {
     amount: i64,
     status: String,
     transaction_id: Option<String>,
+    clash: Option<String>,
 }
 
 fn parse_state<S: State>(s: &str) -> Result<S, StoreError> {
@@ -213,11 +214,16 @@ fn parse_state<S: State>(s: &str) -> Result<S, StoreError> {
 /// writes an audit line. A payment for an order we closed locally wins (see
 /// [`PaymentApplied::Applied`]).
 pub async fn apply_payment(conn: &mut PgConnection, f: &PaymentFacts) -> Result<PaymentApplied, StoreError> {
+    // One round trip: lock the order and look for another order already holding this
+    // transaction_id (unique across orders: a clash would otherwise abort the caller's
+    // transaction with a unique violation at the UPDATE).
     let order: Option<OrderRow> = sqlx::query_as(
-        "SELECT id, appid, mch_id, client_id, openid, amount, status, transaction_id
-           FROM orders WHERE out_trade_no = $1 FOR UPDATE",
+        "SELECT o.id, o.appid, o.mch_id, o.client_id, o.openid, o.amount, o.status, o.transaction_id,
+                (SELECT c.out_trade_no FROM orders c WHERE c.transaction_id = $2 AND c.id <> o.id) AS clash
+           FROM orders o WHERE o.out_trade_no = $1 FOR UPDATE OF o",
     )
     .bind(&f.out_trade_no)
+    .bind(&f.transaction_id)
     .fetch_optional(&mut *conn)
     .await?;
     let facts_json = payment_facts_json(f);
@@ -300,15 +306,7 @@ pub async fn apply_payment(conn: &mut PgConnection, f: &PaymentFacts) -> Result<
         return Ok(PaymentApplied::Mismatch { anomaly_id: id, reason });
     }
 
-    // transaction_id is unique across orders: a clash would abort the caller's transaction
-    // with a unique violation, so look first (under the order lock; the index makes it cheap).
-    let clash: Option<(String,)> =
-        sqlx::query_as("SELECT out_trade_no FROM orders WHERE transaction_id = $1 AND id <> $2")
-            .bind(&f.transaction_id)
-            .bind(order.id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    if let Some((other,)) = clash {
+    if let Some(other) = &order.clash {
         let reason = format!("transaction_id already belongs to order {other}");
         let id = record_anomaly(
             conn,

@@ -1,0 +1,161 @@
+//! Load generator for the notification benchmark (docs/PERFORMANCE.md, "Notifications").
+//!
+//! Creates a fresh database on the server at `DATABASE_URL` (an admin URL), inserts N
+//! distinct prepaid orders, signs one genuine payment notification per order (before the
+//! clock starts), starts the notify service in-process on a loopback port, and sends the
+//! notifications with C concurrent HTTP clients. Then it checks the result: every order paid
+//! exactly once, one ledger posting per order, no duplicate postings, the ledger balanced.
+//!
+//! ```sh
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!   cargo run --release -p minipay-notify --example notify_load -- 20000 32
+//! ```
+//! Arguments: number of notifications (default 20000), concurrency (default 32), and
+//! optionally `dup` to send every notification twice (the second copy concurrently).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use minipay_config::{Config, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID};
+use minipay_notify::Application;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use wxpay::sign::sign_params;
+use wxpay::xml::{self, Params};
+use wxpay::{ApiKey, SignType};
+
+const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
+
+fn body(i: usize, amount: i64) -> String {
+    let no = format!("bench-{i:08}");
+    let mut p: Params = [
+        ("return_code", "SUCCESS".to_owned()),
+        ("result_code", "SUCCESS".to_owned()),
+        ("appid", DEMO_APPID.to_owned()),
+        ("mch_id", DEMO_MCH_ID.to_owned()),
+        ("nonce_str", format!("n{i:031}")),
+        ("openid", OPENID.to_owned()),
+        ("is_subscribe", "N".to_owned()),
+        ("trade_type", "JSAPI".to_owned()),
+        ("bank_type", "CMC".to_owned()),
+        ("total_fee", amount.to_string()),
+        ("fee_type", "CNY".to_owned()),
+        ("cash_fee", amount.to_string()),
+        ("transaction_id", format!("42000{i:023}")),
+        ("out_trade_no", no),
+        ("attach", "商品,套餐A".to_owned()),
+        ("time_end", "20261125113015".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    sign_params(&mut p, &ApiKey::new(DEMO_API_KEY), SignType::Md5);
+    xml::encode(&p)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(20_000);
+    let concurrency: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(32);
+    let dup = args.iter().any(|a| a == "dup");
+    let admin = std::env::var("DATABASE_URL").map_err(|_| "set DATABASE_URL to an admin postgres URL")?;
+
+    let name = format!("notify_bench_{}", std::process::id());
+    let mut conn = PgConnection::connect(&admin).await?;
+    sqlx::raw_sql(AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#))).execute(&mut conn).await?;
+    let url = minipay_testkit::with_database(&admin, &name);
+    let pool = PgPoolOptions::new().max_connections(concurrency as u32 + 4).connect(&url).await?;
+    minipay_store::db::migrate(&pool).await?;
+    sqlx::query("INSERT INTO apps (appid, mch_id) VALUES ($1, $2)").bind(DEMO_APPID).bind(DEMO_MCH_ID).execute(&pool).await?;
+    sqlx::query(
+        "INSERT INTO orders (out_trade_no, appid, mch_id, openid, amount, description, status, expires_at)
+         SELECT 'bench-' || lpad(i::text, 8, '0'), $1, $2, $3, 100 + i % 1000, 'bench', 'prepaid', now() + interval '2 hours'
+           FROM generate_series(0, $4 - 1) AS i",
+    )
+    .bind(DEMO_APPID)
+    .bind(DEMO_MCH_ID)
+    .bind(OPENID)
+    .bind(n as i64)
+    .execute(&pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE orders").execute(&pool).await?;
+    let bodies: Arc<Vec<String>> = Arc::new((0..n).map(|i| body(i, 100 + (i % 1000) as i64)).collect());
+
+    let toml = format!(
+        "[notify]\nlisten = \"127.0.0.1:0\"\n[[merchants]]\nmch_id = \"{DEMO_MCH_ID}\"\napi_key = \"{DEMO_API_KEY}\"\n\
+         [[apps]]\nappid = \"{DEMO_APPID}\"\nmch_id = \"{DEMO_MCH_ID}\"\nsecret = \"bench\"\n"
+    );
+    let config = Config::from_toml_with_env(&toml, Vec::new(), Path::new("."))?;
+    let app = Application::build(&config, pool.clone()).await?;
+    let url_pay = format!("http://127.0.0.1:{}/wxpay/notify/pay", app.port());
+    let metrics = app.metrics();
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).timeout(Duration::from_secs(30)).build()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let total = if dup { 2 * n } else { n };
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (http, next, bodies, url) = (http.clone(), next.clone(), bodies.clone(), url_pay.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut failures = 0usize;
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= total {
+                    return failures;
+                }
+                // With `dup`, notification i is sent at positions 2i and 2i+1: two concurrent copies.
+                let i = if total > n { k / 2 } else { k };
+                let ok = match http.post(&url).header("content-type", "text/xml").body(bodies[i].clone()).send().await {
+                    Ok(r) => r.status().is_success() && r.text().await.is_ok_and(|t| t.contains("SUCCESS")),
+                    Err(_) => false,
+                };
+                if !ok {
+                    failures += 1;
+                }
+            }
+        }));
+    }
+    let mut failures = 0;
+    for t in tasks {
+        failures += t.await?;
+    }
+    let elapsed = started.elapsed();
+    // Check with a fresh pool: the service's pool holds connections registered with the
+    // server's worker runtimes, which end when it stops.
+    let check = PgPoolOptions::new().max_connections(2).connect(&url).await?;
+
+    let (paid,): (i64,) = sqlx::query_as("SELECT count(*) FROM orders WHERE status = 'paid'").fetch_one(&check).await?;
+    let (postings,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM ledger_transactions WHERE kind = 'payment'").fetch_one(&check).await?;
+    let (dups,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM (SELECT reference FROM ledger_transactions GROUP BY kind, reference HAVING count(*) > 1) d",
+    )
+    .fetch_one(&check)
+    .await?;
+    let mut c = check.acquire().await?;
+    let unbalanced = minipay_store::ledger::unbalanced_transactions(&mut c).await?.len();
+    drop(c);
+    check.close().await;
+    handle.stop(true).await;
+    pool.close().await;
+    println!(
+        "notifications sent: {total} ({n} distinct, concurrency {concurrency}) in {:.2} s = {:.0}/s; \
+         applied {} (metric), duplicates acknowledged {}, failed replies {failures}",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        metrics.count("payment", "applied"),
+        metrics.count("payment", "duplicate"),
+    );
+    println!("check: orders paid {paid}/{n}, payment postings {postings}, duplicate postings {dups}, unbalanced {unbalanced}");
+    sqlx::raw_sql(AssertSqlSafe(format!(r#"DROP DATABASE "{name}""#))).execute(&mut conn).await?;
+    if paid != n as i64 || postings != n as i64 || dups != 0 || unbalanced != 0 || failures != 0 {
+        return Err("the benchmark's result check failed".into());
+    }
+    Ok(())
+}
