@@ -43,8 +43,16 @@ pub fn unifiedorder(st: &mut State, call: &Call) -> Reply {
         return call.err("PARAM_ERROR", "JSAPI支付必须传openid");
     }
     let out_trade_no = call.get("out_trade_no");
-    if out_trade_no.len() > 32 {
-        return call.err("PARAM_ERROR", "out_trade_no参数长度有误");
+    // Field lengths from WeChat's table (String(32), String(128), String(127), String(256)),
+    // counted in UTF-8 bytes (guess, matching the 参数长度有误 reports for Chinese bodies).
+    for (field, max) in [("out_trade_no", 32), ("body", 128), ("attach", 127), ("notify_url", 256)] {
+        if call.get(field).len() > max {
+            return call.err("PARAM_ERROR", &format!("{field}参数长度有误"));
+        }
+    }
+    let notify_url = call.get("notify_url");
+    if !(notify_url.starts_with("http://") || notify_url.starts_with("https://")) {
+        return call.err("PARAM_ERROR", "notify_url参数格式错误");
     }
     if call.opt("fee_type").is_some_and(|f| f != "CNY") {
         return call.err("PARAM_ERROR", "fee_type参数错误");

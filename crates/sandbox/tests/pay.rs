@@ -88,6 +88,15 @@ async fn request_checks_answer_like_wechat() {
     assert_eq!(env.pay("/pay/unifiedorder", &order_fields("S4", "1.5")).await["err_code"], "PARAM_ERROR");
     assert_eq!(env.pay("/pay/unifiedorder", &order_fields("S5", "0")).await["err_code"], "PARAM_ERROR");
 
+    // Lengths in UTF-8 bytes (43 Chinese characters = 129 bytes), and the notify URL's form.
+    let long_body = "商".repeat(43);
+    let mut f = order_fields("S9", "100");
+    f[0] = ("body", long_body.as_str());
+    assert_eq!(env.pay("/pay/unifiedorder", &f).await["err_code_des"], "body参数长度有误");
+    let mut f = order_fields("S10", "100");
+    f[4] = ("notify_url", "ftp://x/y");
+    assert_eq!(env.pay("/pay/unifiedorder", &f).await["err_code"], "PARAM_ERROR");
+
     // An appid the merchant does not own.
     let mut p = base_pay(&order_fields("S6", "100"));
     p.insert("appid".into(), "wx0000000000000000".into());
