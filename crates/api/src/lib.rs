@@ -73,6 +73,7 @@ pub const ROUTE_MODULES: &[RouteModule] = &[
     RouteModule::new("refunds", routes::refunds::configure, routes::refunds::openapi),
     RouteModule::new("payouts", routes::payouts::configure, routes::payouts::openapi),
     RouteModule::new("redpacks", routes::redpacks::configure, routes::redpacks::openapi),
+    RouteModule::new("reconciliations", routes::reconciliations::configure, routes::reconciliations::openapi),
 ];
 
 /// The OpenAPI document of every module (served at `/openapi.json`).

@@ -885,9 +885,9 @@ UPDATE recon_discrepancies d SET status = 'resolved', resolved_at = now(),
 /// Payouts and red packets: the day's fund-flow rows classified by business name/type,
 /// against our ledger postings of those kinds that day.
 ///
-/// Guess (WeChat's fund-flow documentation does not name the column): the merchant's own
-/// number (partner_trade_no / mch_billno) is in 业务凭证号 (`voucher_no`); 微信支付业务单号
-/// holds WeChat's number. Rows are classified by 业务名称/业务类型: 企业付款 → payout,
+/// 微信支付业务单号 is WeChat's number (payment_no / send_listid), mapped to ours through the
+/// payouts and redpacks tables. Guess: when no record has that number, 业务凭证号
+/// (`voucher_no`) is taken as the merchant's number. Rows are classified by 业务名称/业务类型: 企业付款 → payout,
 /// 红包 expense → red packet sent, 红包 income → red packet refund; everything else
 /// (transactions, refunds, fees, withdrawals) is matched through the trade bill, not here.
 const FUND_MATCH: &str = "
@@ -896,14 +896,21 @@ INSERT INTO recon_discrepancies (run_id, mch_id, bill_date, category, kind, refe
 WITH bounds AS (
     SELECT ($3::date)::timestamp AT TIME ZONE 'Asia/Shanghai' AS lo,
            ($3::date + 1)::timestamp AT TIME ZONE 'Asia/Shanghai' AS hi
+), s AS (
+    SELECT CASE WHEN business_name LIKE '%企业付款%' OR business_type LIKE '%企业付款%' THEN 'payout'
+                WHEN (business_name LIKE '%红包%' OR business_type LIKE '%红包%') AND NOT income THEN 'redpack_sent'
+                WHEN (business_name LIKE '%红包%' OR business_type LIKE '%红包%') AND income THEN 'redpack_refund'
+           END AS kind, business_no, voucher_no, amount
+      FROM recon_fund_rows WHERE mch_id = $2 AND bill_date = $3
 ), f AS (
-    SELECT kind, voucher_no AS reference, sum(amount)::bigint AS amount FROM (
-        SELECT CASE WHEN business_name LIKE '%企业付款%' OR business_type LIKE '%企业付款%' THEN 'payout'
-                    WHEN (business_name LIKE '%红包%' OR business_type LIKE '%红包%') AND NOT income THEN 'redpack_sent'
-                    WHEN (business_name LIKE '%红包%' OR business_type LIKE '%红包%') AND income THEN 'redpack_refund'
-               END AS kind, voucher_no, amount
-          FROM recon_fund_rows WHERE mch_id = $2 AND bill_date = $3) s
-     WHERE kind IS NOT NULL GROUP BY kind, voucher_no
+    -- WeChat's number (payment_no / send_listid) leads to our merchant number through the
+    -- payout and red-packet records; without such a record, 业务凭证号 is taken as ours.
+    SELECT s.kind, coalesce(p.partner_trade_no, r.mch_billno, s.voucher_no) AS reference, sum(s.amount)::bigint AS amount
+      FROM s
+      LEFT JOIN payouts p ON s.kind = 'payout' AND p.payment_no = s.business_no
+      LEFT JOIN redpacks r ON s.kind IN ('redpack_sent', 'redpack_refund') AND r.send_listid = s.business_no
+     WHERE s.kind IS NOT NULL
+     GROUP BY 1, 2
 ), l AS (
     SELECT t.kind, t.reference, sum(e.amount)::bigint AS amount
       FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id AND e.amount > 0, bounds

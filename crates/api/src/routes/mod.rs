@@ -4,6 +4,7 @@
 pub mod health;
 pub mod orders;
 pub mod payouts;
+pub mod reconciliations;
 pub mod redpacks;
 pub mod refunds;
 pub mod sessions;
