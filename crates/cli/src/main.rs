@@ -1,6 +1,7 @@
 //! The `minipay` binary: a thin layer that parses the command line and calls into the
 //! library crates. Each subcommand lives in its own module.
 
+mod payouts_cmd;
 mod sandbox_cmd;
 mod signing;
 
@@ -25,6 +26,8 @@ enum Command {
     Verify(signing::SignArgs),
     /// Run the local WeChat Pay v2 + WeChat API sandbox (see crates/sandbox/README.md).
     Sandbox(sandbox_cmd::SandboxArgs),
+    /// Payouts and red packets: `payouts send [--once]` sends and resolves what is due.
+    Payouts(payouts_cmd::PayoutsArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,5 +36,6 @@ fn main() -> ExitCode {
         Command::Sign(args) => signing::run_sign(&args),
         Command::Verify(args) => signing::run_verify(&args),
         Command::Sandbox(args) => sandbox_cmd::run(&args),
+        Command::Payouts(args) => payouts_cmd::run(&args),
     }
 }

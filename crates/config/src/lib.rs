@@ -302,6 +302,8 @@ pub struct PayoutsConfig {
     pub require_real_name: bool,
     /// Rows allowed in one CSV batch.
     pub batch_max_rows: usize,
+    /// `spbill_create_ip` sent with payouts (the calling machine's address).
+    pub spbill_create_ip: String,
     /// Red packets: total amount range per request, approval threshold and daily limits.
     pub redpack_min_amount: i64,
     pub redpack_max_amount: i64,
@@ -341,6 +343,7 @@ impl Default for PayoutsConfig {
             merchant_daily_amount: 10_000_000,
             require_real_name: false,
             batch_max_rows: 1000,
+            spbill_create_ip: "127.0.0.1".into(),
             redpack_min_amount: 100,
             redpack_max_amount: 2_000_000,
             redpack_approval_threshold: 20_000,

@@ -127,6 +127,8 @@ pub struct BatchOwner<'a> {
     pub mch_id: &'a str,
     pub appid: &'a str,
     pub created_by: Uuid,
+    /// Sent as every row's `spbill_create_ip`.
+    pub spbill_create_ip: Option<&'a str>,
 }
 
 /// Creates a batch and its payouts (all `pending_approval`), or reports every bad row.
@@ -170,6 +172,7 @@ pub async fn create(
             amount: r.amount,
             description: &r.description,
             real_name: r.real_name.as_deref(),
+            spbill_create_ip: owner.spbill_create_ip,
             created_by: owner.created_by,
         };
         let place = BatchPlace { batch_id: batch.id, row: i32::try_from(i + 1).unwrap_or(i32::MAX) };

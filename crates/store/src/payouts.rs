@@ -128,6 +128,8 @@ pub struct Payout {
     /// The payee's real name for FORCE_CHECK: personal data, never serialised.
     #[serde(skip)]
     pub re_user_name: Option<String>,
+    /// Sent as `spbill_create_ip`; fixed at creation like every parameter sent.
+    pub spbill_create_ip: Option<String>,
     pub batch_id: Option<i64>,
     pub batch_row: Option<i32>,
     pub status: PayoutStatus,
@@ -178,6 +180,7 @@ impl Payout {
             description: r.try_get("description")?,
             check_name: r.try_get("check_name")?,
             re_user_name: r.try_get("re_user_name")?,
+            spbill_create_ip: r.try_get("spbill_create_ip")?,
             batch_id: r.try_get("batch_id")?,
             batch_row: r.try_get("batch_row")?,
             status: PayoutStatus::parse(&status)
@@ -234,6 +237,8 @@ pub struct NewPayout<'a> {
     pub description: &'a str,
     /// `Some` sends FORCE_CHECK with this name.
     pub real_name: Option<&'a str>,
+    /// The calling machine's address, sent as `spbill_create_ip`.
+    pub spbill_create_ip: Option<&'a str>,
     pub created_by: Uuid,
 }
 
@@ -296,9 +301,9 @@ pub async fn create(
     let ptn = next_partner_trade_no(conn, now).await?;
     let row = sqlx::query(
         "INSERT INTO payouts (partner_trade_no, mch_id, appid, openid, amount, description, check_name, re_user_name,
-                              batch_id, batch_row, status, limit_day, created_by, next_attempt_at)
+                              batch_id, batch_row, status, limit_day, created_by, next_attempt_at, spbill_create_ip)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                 CASE WHEN $11 = 'approved' THEN $14::timestamptz END)
+                 CASE WHEN $11 = 'approved' THEN $14::timestamptz END, $15)
          RETURNING *",
     )
     .bind(&ptn)
@@ -315,6 +320,7 @@ pub async fn create(
     .bind(day)
     .bind(new.created_by)
     .bind(now)
+    .bind(new.spbill_create_ip)
     .fetch_one(&mut *conn)
     .await?;
     let p = Payout::from_row(&row)?;

@@ -66,6 +66,7 @@ fn new_payout<'a>(o: &'a OpenId, amount: i64, by: Uuid) -> NewPayout<'a> {
         amount: Fen::new(amount),
         description: "prize",
         real_name: None,
+        spbill_create_ip: Some("10.0.0.1"),
         created_by: by,
     }
 }
@@ -124,7 +125,10 @@ async fn small_payouts_are_approved_at_once_large_ones_wait_for_another_key() {
     .unwrap();
     assert_eq!(
         audit,
-        vec![(format!("client:{finance}"), "payout.requested".into()), (format!("client:{approver}"), "payout.approved".into())]
+        vec![
+            (format!("client:{finance}"), "payout.requested".into()),
+            (format!("client:{approver}"), "payout.approved".into())
+        ]
     );
     assert_balanced(&db.pool).await;
 }
@@ -335,7 +339,7 @@ async fn batches_are_all_or_nothing_and_approved_as_one() {
         description: "bonus".into(),
         real_name: None,
     };
-    let owner = BatchOwner { mch_id: MCH, appid: APPID, created_by: finance };
+    let owner = BatchOwner { mch_id: MCH, appid: APPID, created_by: finance, spbill_create_ip: None };
     // Row 2 is too small, row 4 breaks user 20's count of 3.
     let bad = vec![row(20, 1_000), row(21, 50), row(20, 1_000), row(20, 1_000), row(20, 1_000)];
     let mut tx = db.pool.begin().await.unwrap();

@@ -127,7 +127,7 @@ pub fn transfer_request(p: &Payout) -> TransferRequest {
         },
         amount: p.amount,
         desc: p.description.clone(),
-        spbill_create_ip: None,
+        spbill_create_ip: p.spbill_create_ip.clone(),
         device_info: None,
     }
 }

@@ -245,6 +245,7 @@ pub async fn create_payout(
         amount: Fen::new(body.amount),
         description: &body.description,
         real_name: body.real_name.as_deref(),
+        spbill_create_ip: Some(&state.config.payouts.spbill_create_ip),
         created_by: caller.id,
     };
     let cfg = &state.config.payouts;
@@ -550,7 +551,12 @@ pub async fn create_batch(
             Err(e) => errors.push(e),
         }
     }
-    let owner = BatchOwner { mch_id: &app.mch_id, appid: &app.appid, created_by: caller.id };
+    let owner = BatchOwner {
+        mch_id: &app.mch_id,
+        appid: &app.appid,
+        created_by: caller.id,
+        spbill_create_ip: Some(&cfg.spbill_create_ip),
+    };
     let mut tx = state.pool.begin().await?;
     // The parseable rows go through every store rule even when others did not parse, so
     // one answer lists every problem; anything refused rolls the whole batch back.
