@@ -203,6 +203,12 @@ impl Default for UserConfig {
 }
 
 impl SandboxConfig {
+    /// The demo setup tuned for tests: waits 1000× shorter (a 15 s retry takes 15 ms),
+    /// refunds settle after 2 sandbox seconds, one worker thread.
+    pub fn for_tests() -> SandboxConfig {
+        SandboxConfig { time_scale: 0.001, refund_delay_secs: 2, workers: 1, ..SandboxConfig::default() }
+    }
+
     /// Reads a TOML file. Sections left out keep their defaults.
     pub fn from_file(path: &std::path::Path) -> Result<SandboxConfig, ConfigError> {
         let text = std::fs::read_to_string(path)

@@ -21,7 +21,7 @@ pub fn key() -> ApiKey {
 
 /// A config for tests: time runs 1000× faster for waits, refunds settle after 2 sandbox s.
 pub fn fast_config() -> SandboxConfig {
-    SandboxConfig { time_scale: 0.001, refund_delay_secs: 2, workers: 1, ..SandboxConfig::default() }
+    SandboxConfig::for_tests()
 }
 
 pub struct Env {
