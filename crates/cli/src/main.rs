@@ -2,7 +2,10 @@
 //! library crates. Each subcommand lives in its own module.
 
 mod payouts_cmd;
+mod dev_cmd;
+mod keys_cmd;
 mod sandbox_cmd;
+mod serve_cmd;
 mod signing;
 
 use std::process::ExitCode;
@@ -28,6 +31,14 @@ enum Command {
     Sandbox(sandbox_cmd::SandboxArgs),
     /// Payouts and red packets: `payouts send [--once]` sends and resolves what is due.
     Payouts(payouts_cmd::PayoutsArgs),
+    /// Run a service: `serve api|notify|worker|all [--config FILE] [--migrate]`.
+    Serve(serve_cmd::ServeArgs),
+    /// Apply the database migrations (`--config FILE` / `MINIPAY_DATABASE_URL`).
+    Migrate(serve_cmd::MigrateArgs),
+    /// API keys: `keys create --role ROLE --name NAME [--webhook-url URL]` prints the key once.
+    Keys(keys_cmd::KeysArgs),
+    /// Everything local with no configuration: throwaway Postgres, sandbox, api, notify, worker.
+    Dev(dev_cmd::DevArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,5 +48,9 @@ fn main() -> ExitCode {
         Command::Verify(args) => signing::run_verify(&args),
         Command::Sandbox(args) => sandbox_cmd::run(&args),
         Command::Payouts(args) => payouts_cmd::run(&args),
+        Command::Serve(args) => serve_cmd::run_serve(&args),
+        Command::Migrate(args) => serve_cmd::run_migrate(&args),
+        Command::Keys(args) => keys_cmd::run(&args),
+        Command::Dev(args) => dev_cmd::run(&args),
     }
 }
