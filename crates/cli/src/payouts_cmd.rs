@@ -7,7 +7,6 @@
 //! `[payouts] send_interval_ms` until Ctrl-C / SIGTERM. Rows a killed sender left in
 //! `sending` are resolved (query first) once their lease has run out.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use minipay_config::Config;
-use minipay_worker::payouts::{PayoutSender, SenderConfig};
+use minipay_worker::payouts::PayoutSender;
 use secrecy::ExposeSecret;
 
 #[derive(Args)]
@@ -40,33 +39,12 @@ struct SendArgs {
     once: bool,
 }
 
-/// The sender's timing from `[payouts]`. The lease is at least twice the WeChat timeout: a
-/// live call must never look abandoned.
-pub fn sender_config(cfg: &Config) -> SenderConfig {
-    let p = &cfg.payouts;
-    SenderConfig {
-        lease: Duration::from_millis(p.lease_ms).max(cfg.wechat.timeout.saturating_mul(2)),
-        retry_initial: Duration::from_millis(p.retry_initial_ms),
-        retry_max: Duration::from_millis(p.retry_max_ms),
-        redpack_followup: Duration::from_millis(p.redpack_followup_ms),
-    }
-}
-
-/// One WeChat Pay client per configured app.
-pub fn clients(cfg: &Config) -> anyhow::Result<HashMap<String, wxpay::Client>> {
-    let mut out = HashMap::new();
-    for app in &cfg.apps {
-        out.insert(app.appid.clone(), cfg.wxpay_client_for(&app.mch_id, &app.appid)?);
-    }
-    Ok(out)
-}
-
 async fn send(args: &SendArgs) -> anyhow::Result<()> {
     let cfg = Config::load(args.config.as_deref()).context("configuration")?;
     let pool = minipay_store::db::connect(cfg.database.url.expose_secret(), cfg.database.max_connections)
         .await
         .context("connect to the database")?;
-    let sender = PayoutSender::new(pool, clients(&cfg)?, sender_config(&cfg));
+    let sender = PayoutSender::from_config(&cfg, pool)?;
     if args.once {
         for s in sender.run_until_idle(10_000).await? {
             println!("{} {} {} {}", s.subject.as_str(), s.id, s.merchant_no, s.status);

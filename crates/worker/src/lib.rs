@@ -120,6 +120,9 @@ impl Worker {
         webhooks::WebhookSender::new(pool.clone(), config.webhooks.clone())
             .map_err(|e| config_err(&e))?
             .register(&mut w, Duration::from_millis(config.worker.webhook_interval_ms));
+        payouts::PayoutSender::from_config(config, pool.clone())
+            .map_err(|e| config_err(&e))?
+            .register(&mut w, Duration::from_millis(config.payouts.send_interval_ms));
         if config.reconcile.enabled {
             let r = reconcile::Reconciler::from_config(config, pool).map_err(|e| WorkerError::Config(e.to_string()))?;
             reconcile::register(&mut w, r);

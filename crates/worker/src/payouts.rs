@@ -231,10 +231,34 @@ fn outcome_parts<T>(o: &Outcome<T>) -> (AttemptOutcome, Option<&str>, Option<&st
     }
 }
 
+/// The sender's timing from `[payouts]`. The lease is at least twice the WeChat timeout:
+/// a live call must never look abandoned.
+pub fn sender_config(cfg: &minipay_config::Config) -> SenderConfig {
+    let p = &cfg.payouts;
+    SenderConfig {
+        lease: Duration::from_millis(p.lease_ms).max(cfg.wechat.timeout.saturating_mul(2)),
+        retry_initial: Duration::from_millis(p.retry_initial_ms),
+        retry_max: Duration::from_millis(p.retry_max_ms),
+        redpack_followup: Duration::from_millis(p.redpack_followup_ms),
+    }
+}
+
 impl PayoutSender {
     /// `clients`: one WeChat client per appid (payouts and packets name their appid).
     pub fn new(pool: PgPool, clients: HashMap<String, Client>, cfg: SenderConfig) -> PayoutSender {
         PayoutSender { pool, clients, cfg }
+    }
+
+    /// A sender with one client per configured app and the `[payouts]` timing.
+    pub fn from_config(
+        config: &minipay_config::Config,
+        pool: PgPool,
+    ) -> Result<PayoutSender, minipay_config::ConfigError> {
+        let mut clients = HashMap::new();
+        for app in &config.apps {
+            clients.insert(app.appid.clone(), config.wxpay_client_for(&app.mch_id, &app.appid)?);
+        }
+        Ok(PayoutSender::new(pool, clients, sender_config(config)))
     }
 
     pub fn config(&self) -> &SenderConfig {
