@@ -393,6 +393,128 @@ impl TestApp {
     }
 }
 
+// ----- payouts and red packets (payouts engineer) ----------------------------------------
+
+impl TestApp {
+    /// POST `path` as `key` with a raw body of `content_type` and an optional Idempotency-Key.
+    pub async fn post_body_as(
+        &self,
+        key: Option<&str>,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        idempotency_key: Option<&str>,
+    ) -> ApiResponse {
+        let mut req = self.http.post(format!("{}{path}", self.api_url)).header("Content-Type", content_type).body(body);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        read(req.send().await.expect("api reachable")).await
+    }
+
+    /// `POST /v1/payouts` as `key` with an Idempotency-Key.
+    pub async fn create_payout(&self, key: &str, body: &Value, idempotency_key: &str) -> ApiResponse {
+        self.post_as(Some(key), "/v1/payouts", body, Some(idempotency_key)).await
+    }
+
+    /// `POST /v1/payouts` as finance for `openid`, a fresh Idempotency-Key; asserts 201.
+    pub async fn request_payout(&self, openid: &str, amount: i64) -> Value {
+        let body = json!({"openid": openid, "amount": amount, "description": "e2e payout"});
+        self.create_payout(&self.keys.finance, &body, &uuid::Uuid::new_v4().to_string()).await.expect(201).clone()
+    }
+
+    pub async fn approve_payout(&self, key: &str, id: i64) -> ApiResponse {
+        self.post_as(Some(key), &format!("/v1/payouts/{id}/approve"), &json!({}), None).await
+    }
+
+    pub async fn reject_payout(&self, key: &str, id: i64, reason: &str) -> ApiResponse {
+        self.post_as(Some(key), &format!("/v1/payouts/{id}/reject"), &json!({"reason": reason}), None).await
+    }
+
+    pub async fn get_payout(&self, key: &str, id: i64) -> ApiResponse {
+        self.get_as(Some(key), &format!("/v1/payouts/{id}")).await
+    }
+
+    /// `GET /v1/payouts?<query>`.
+    pub async fn list_payouts(&self, key: &str, query: &str) -> ApiResponse {
+        self.get_as(Some(key), &format!("/v1/payouts?{query}")).await
+    }
+
+    /// `POST /v1/payouts/batches` with a CSV body.
+    pub async fn create_payout_batch(&self, key: &str, csv: &str, idempotency_key: &str) -> ApiResponse {
+        self.post_body_as(Some(key), "/v1/payouts/batches", csv.as_bytes().to_vec(), "text/csv", Some(idempotency_key))
+            .await
+    }
+
+    pub async fn approve_payout_batch(&self, key: &str, id: i64) -> ApiResponse {
+        self.post_as(Some(key), &format!("/v1/payouts/batches/{id}/approve"), &json!({}), None).await
+    }
+
+    pub async fn reject_payout_batch(&self, key: &str, id: i64, reason: &str) -> ApiResponse {
+        self.post_as(Some(key), &format!("/v1/payouts/batches/{id}/reject"), &json!({"reason": reason}), None).await
+    }
+
+    pub async fn get_payout_batch(&self, key: &str, id: i64) -> ApiResponse {
+        self.get_as(Some(key), &format!("/v1/payouts/batches/{id}")).await
+    }
+
+    /// `POST /v1/redpacks` as `key` with an Idempotency-Key.
+    pub async fn create_redpack(&self, key: &str, body: &Value, idempotency_key: &str) -> ApiResponse {
+        self.post_as(Some(key), "/v1/redpacks", body, Some(idempotency_key)).await
+    }
+
+    pub async fn approve_redpack(&self, key: &str, mch_billno: &str) -> ApiResponse {
+        self.post_as(Some(key), &format!("/v1/redpacks/{mch_billno}/approve"), &json!({}), None).await
+    }
+
+    pub async fn reject_redpack(&self, key: &str, mch_billno: &str, reason: &str) -> ApiResponse {
+        self.post_as(Some(key), &format!("/v1/redpacks/{mch_billno}/reject"), &json!({"reason": reason}), None).await
+    }
+
+    pub async fn get_redpack(&self, key: &str, mch_billno: &str) -> ApiResponse {
+        self.get_as(Some(key), &format!("/v1/redpacks/{mch_billno}")).await
+    }
+
+    /// `GET /v1/redpacks?<query>`.
+    pub async fn list_redpacks(&self, key: &str, query: &str) -> ApiResponse {
+        self.get_as(Some(key), &format!("/v1/redpacks?{query}")).await
+    }
+
+    /// The worker's payout sender on this app's configuration, to drive one step at a time.
+    pub fn payout_sender(&self) -> minipay_worker::payouts::PayoutSender {
+        minipay_worker::payouts::PayoutSender::from_config(&self.config, self.pool().clone()).expect("payout sender")
+    }
+
+    /// Runs the sender until no payout or red packet is approved, sending or unknown (sent
+    /// packets' follow-ups are not waited for), for at most `limit`. Returns whether it got
+    /// there.
+    pub async fn send_payouts_until_settled(&self, limit: Duration) -> bool {
+        let sender = self.payout_sender();
+        poll(limit, || async {
+            sender.run_until_idle(100).await.expect("sender step");
+            let (open,): (i64,) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM payouts WHERE status IN ('approved', 'sending', 'unknown'))
+                      + (SELECT count(*) FROM redpacks WHERE status IN ('approved', 'sending', 'unknown'))",
+            )
+            .fetch_one(self.pool())
+            .await
+            .expect("open payouts");
+            open == 0
+        })
+        .await
+    }
+
+    /// Injects a sandbox fault on a WeChat path for the next `times` calls.
+    pub fn add_fault(&self, path: &str, kind: minipay_sandbox::FaultKind, times: u32) {
+        self.sandbox
+            .add_fault(minipay_sandbox::Fault { path: path.into(), kind, times: Some(times) })
+            .expect("valid fault");
+    }
+}
+
 /// Checks a `Minipay-Signature: t=<unix>,v1=<hex>` header against the body and secret.
 pub fn verify_webhook_signature(header: &str, body: &str, secret: &str) -> bool {
     use hmac::{Hmac, KeyInit, Mac};
