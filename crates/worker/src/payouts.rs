@@ -417,7 +417,7 @@ impl PayoutSender {
         tracing::info!(redpack = r.id, mch_billno = %r.mch_billno, from = ?claimed.from, action = action.as_str(), "red packet claimed");
         match action {
             Action::Send => self.send_redpack(&r, attempt).await?,
-            Action::Query => self.query_redpack(&r, attempt, true).await?,
+            Action::Query => self.query_redpack(&r, attempt, true, Utc::now()).await?,
         }
         Ok(Some(self.redpack_step(&r).await?))
     }
@@ -436,7 +436,7 @@ impl PayoutSender {
         };
         let attempt = self.begin_redpack_attempt(&mut tx, &r, Action::Query).await?;
         tx.commit().await?;
-        self.query_redpack(&r, attempt, false).await?;
+        self.query_redpack(&r, attempt, false, now).await?;
         Ok(Some(self.redpack_step(&r).await?))
     }
 
@@ -528,13 +528,19 @@ impl PayoutSender {
 
     /// `resolving`: the packet may not have been sent (claimed from unknown / stale
     /// sending); otherwise it is a follow-up of a sent packet.
-    async fn query_redpack(&self, r: &Redpack, attempt: i64, resolving: bool) -> Result<(), SendError> {
+    /// `now`: the time the next follow-up is counted from (tests pass a future time).
+    async fn query_redpack(
+        &self,
+        r: &Redpack,
+        attempt: i64,
+        resolving: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), SendError> {
         let q = GetHbInfoRequest { mch_billno: r.mch_billno.clone() };
         let out = match self.client(&r.appid) {
             Ok(c) => c.get_hb_info(&q).await.unwrap_or_else(call_error_outcome),
             Err(e) => call_error_outcome(e),
         };
-        let now = Utc::now();
         let mut tx = self.pool.begin().await?;
         let (kind, code, msg) = outcome_parts(&out);
         payout_attempts::finish(&mut tx, attempt, kind, code, msg).await?;
