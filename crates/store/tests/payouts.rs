@@ -431,3 +431,56 @@ async fn red_packet_follows_gethbinfo_to_refund_with_the_ledger() {
     tx.commit().await.unwrap();
     assert_balanced(&db.pool).await;
 }
+
+#[tokio::test]
+async fn concurrent_approvals_on_a_later_day_never_exceed_that_day_s_limit() {
+    let (db, finance, approver) = setup().await;
+    // Eight 6,000-fen requests (48,000 fen) fit on day 1's 50,000-fen merchant limit.
+    let day1 = Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..8u32 {
+        let o = openid(200 + i);
+        let mut tx = db.pool.begin().await.unwrap();
+        let p = payouts::create(&mut tx, &new_payout(&o, 6_000, finance), &limits(), false, None, day1).await.unwrap();
+        tx.commit().await.unwrap();
+        ids.push(p.id);
+    }
+    // Day 2 already holds 20,000 fen of other payouts: only 5 of the 8 (30,000) still fit.
+    let day2 = day1 + Duration::days(1);
+    for i in 0..2u32 {
+        let o = openid(300 + i);
+        let mut tx = db.pool.begin().await.unwrap();
+        payouts::create(&mut tx, &new_payout(&o, 5_000, finance), &limits(), false, None, day2).await.unwrap();
+        payouts::create(&mut tx, &new_payout(&o, 5_000, finance), &limits(), false, None, day2).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for id in ids {
+        let pool = db.pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = pool.begin().await.unwrap();
+            let r = payouts::approve(&mut tx, id, approver, &limits(), day2).await;
+            match r {
+                Ok(_) => {
+                    tx.commit().await.unwrap();
+                    true
+                }
+                Err(PayoutError::Rule(v)) => {
+                    assert_eq!(v.code, "merchant_daily_amount_exceeded");
+                    false
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }));
+    }
+    let mut approved = 0;
+    for t in tasks {
+        approved += i32::from(t.await.unwrap());
+    }
+    assert_eq!(approved, 5);
+    let mut c = db.pool.acquire().await.unwrap();
+    let (m2, _, _) = payout_limits::totals(&mut c, Product::Payout, MCH, "", shanghai_day(day2)).await.unwrap();
+    assert_eq!(m2, Fen::new(50_000), "day 2 is exactly full");
+    let (m1, _, _) = payout_limits::totals(&mut c, Product::Payout, MCH, "", shanghai_day(day1)).await.unwrap();
+    assert_eq!(m1, Fen::new(3 * 6_000), "the three refused approvals still hold day 1");
+}
