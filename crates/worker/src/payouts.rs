@@ -28,6 +28,7 @@
 //! unclaimed (posted back to the ledger).
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -35,6 +36,7 @@ use minipay_store::StoreError;
 use minipay_store::payout_attempts::{self, Action, AttemptOutcome, NewAttempt, SubjectType};
 use minipay_store::payouts::{self, Payout, PayoutError, PayoutStatus};
 use minipay_store::redpacks::{self, HbFacts, Redpack, RedpackKind, RedpackStatus};
+use prometheus::{IntCounterVec, register_int_counter_vec};
 use sqlx::PgPool;
 use wxpay::api::{
     CheckName, Encode, GetHbInfoRequest, GetHbInfoResponse, GetTransferInfoRequest, RedpackStatus as HbStatus, SceneId,
@@ -223,12 +225,24 @@ fn call_error_outcome<T>(e: CallError) -> Outcome<T> {
     }
 }
 
-fn outcome_parts<T>(o: &Outcome<T>) -> (AttemptOutcome, Option<&str>, Option<&str>) {
-    match o {
+static CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "minipay_payout_calls_total",
+        "WeChat calls made by the payout and red-packet sender, by endpoint and outcome",
+        &["endpoint", "outcome"]
+    )
+    .expect("register minipay_payout_calls_total")
+});
+
+/// The attempt row's outcome fields for an answer; counts the call in the metrics.
+fn outcome_parts<'a, T>(endpoint: &str, o: &'a Outcome<T>) -> (AttemptOutcome, Option<&'a str>, Option<&'a str>) {
+    let parts: (AttemptOutcome, Option<&str>, Option<&str>) = match o {
         Outcome::Success(_) => (AttemptOutcome::Success, None, None),
         Outcome::Failed { code, message } => (AttemptOutcome::Failed, Some(code), Some(message)),
         Outcome::Unknown { reason } => (AttemptOutcome::Unknown, None, Some(reason)),
-    }
+    };
+    CALLS.with_label_values(&[endpoint, parts.0.as_str()]).inc();
+    parts
 }
 
 /// The sender's timing from `[payouts]`. The lease is at least twice the WeChat timeout:
@@ -331,7 +345,7 @@ impl PayoutSender {
             Err(e) => call_error_outcome(e),
         };
         let mut tx = self.pool.begin().await?;
-        let (kind, code, msg) = outcome_parts(&out);
+        let (kind, code, msg) = outcome_parts(TransferRequest::ENDPOINT.path(), &out);
         payout_attempts::finish(&mut tx, attempt, kind, code, msg).await?;
         match &out {
             Outcome::Success(r) => {
@@ -356,7 +370,7 @@ impl PayoutSender {
             Err(e) => call_error_outcome(e),
         };
         let mut tx = self.pool.begin().await?;
-        let (kind, code, msg) = outcome_parts(&out);
+        let (kind, code, msg) = outcome_parts(GetTransferInfoRequest::ENDPOINT.path(), &out);
         payout_attempts::finish(&mut tx, attempt, kind, code, msg).await?;
         match out {
             Outcome::Success(info) if info.payment_amount != p.amount => {
@@ -497,7 +511,7 @@ impl PayoutSender {
         let out = self.call_send(r).await;
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;
-        let (kind, code, msg) = outcome_parts(&out);
+        let (kind, code, msg) = outcome_parts(RedpackCall::for_packet(r).endpoint(), &out);
         payout_attempts::finish(&mut tx, attempt, kind, code, msg).await?;
         match &out {
             Outcome::Success((listid, package)) => {
@@ -542,7 +556,7 @@ impl PayoutSender {
             Err(e) => call_error_outcome(e),
         };
         let mut tx = self.pool.begin().await?;
-        let (kind, code, msg) = outcome_parts(&out);
+        let (kind, code, msg) = outcome_parts(GetHbInfoRequest::ENDPOINT.path(), &out);
         payout_attempts::finish(&mut tx, attempt, kind, code, msg).await?;
         match out {
             Outcome::Success(info) if info.total_amount != r.total_amount => {
