@@ -227,8 +227,16 @@ async fn settle_directly(pool: &sqlx::PgPool, body: &str) -> bool {
         .await?;
         let facts = PaymentFacts { source: Source::Notification { notification_id: stored.id }, ..facts.clone() };
         let applied = settle::apply_payment(&mut tx, &facts).await?;
+        // Diagnostics: what one more round trip per notification costs.
+        for _ in 0..extra_round_trips() {
+            sqlx::query("SELECT 1").execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok::<_, minipay_store::StoreError>(matches!(applied, PaymentApplied::Applied { .. } | PaymentApplied::AlreadyApplied))
     };
     run.await.unwrap_or(false)
+}
+
+fn extra_round_trips() -> usize {
+    std::env::var("BENCH_EXTRA_ROUND_TRIPS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
 }

@@ -214,7 +214,11 @@ fn parse_state<S: State>(s: &str) -> Result<S, StoreError> {
 /// writes an audit line. A payment for an order we closed locally wins (see
 /// [`PaymentApplied::Applied`]).
 pub async fn apply_payment(conn: &mut PgConnection, f: &PaymentFacts) -> Result<PaymentApplied, StoreError> {
-    // One round trip: lock the order and look for another order already holding this
+    if apply_payment_fast(conn, f).await? {
+        return Ok(PaymentApplied::Applied { late: false });
+    }
+    // Everything else (repeats, mismatches, late payments, unknown orders, races): lock and
+    // look. One round trip: lock the order and look for another order already holding this
     // transaction_id (unique across orders: a clash would otherwise abort the caller's
     // transaction with a unique violation at the UPDATE).
     let order: Option<OrderRow> = sqlx::query_as(
@@ -347,22 +351,10 @@ pub async fn apply_payment(conn: &mut PgConnection, f: &PaymentFacts) -> Result<
 
     ledger::post(conn, &Movement::standard(Kind::Payment, &f.out_trade_no, &f.mch_id, f.total_fee, f.paid_at)).await?;
     if let Some(client) = order.client_id {
-        let payload = json!({
-            "out_trade_no": f.out_trade_no,
-            "status": "paid",
-            "amount": f.total_fee.get(),
-            "cash_fee": f.cash_fee.map(|c| c.get()),
-            "transaction_id": f.transaction_id,
-            "paid_at": f.paid_at,
-            "paid_after_close": late,
-        });
-        webhooks::enqueue(conn, client, "payment.succeeded", &f.out_trade_no, payload).await?;
+        webhooks::enqueue(conn, client, "payment.succeeded", &f.out_trade_no, payment_webhook(f, late)).await?;
     }
-    let mut details = f.source.to_json();
-    details["transaction_id"] = json!(f.transaction_id);
-    details["amount"] = json!(f.total_fee.get());
+    let mut details = payment_audit(f, late);
     details["from"] = json!(status.as_str());
-    details["paid_after_close"] = json!(late);
     audit::record(conn, &f.source.actor(), "order.paid", "order", &f.out_trade_no, details).await?;
     if late {
         record_anomaly(
@@ -380,6 +372,94 @@ pub async fn apply_payment(conn: &mut PgConnection, f: &PaymentFacts) -> Result<
         .await?;
     }
     Ok(PaymentApplied::Applied { late })
+}
+
+/// The common case in one statement (one round trip instead of six): an open order
+/// (`created`/`prepaid`) whose appid, mch_id, openid and amount equal the facts, whose
+/// transaction_id is not taken, becomes paid by a conditional `UPDATE … WHERE status IN
+/// (…)`, and the same statement posts the ledger movement ([`Movement::standard`]'s accounts,
+/// the same `(kind, reference)` key [`ledger::post`] uses), queues the webhook and writes the
+/// audit line, with the same payloads as the general path. Returns false when the order did
+/// not qualify (nothing written); [`apply_payment`] then takes the general, locked path. A
+/// concurrent repeat waits on the row lock, re-checks the condition against the now paid
+/// row and gets false, so the general path reports it as already applied.
+async fn apply_payment_fast(conn: &mut PgConnection, f: &PaymentFacts) -> Result<bool, StoreError> {
+    if !f.total_fee.is_positive() || f.cash_fee.is_some_and(|c| c.get() < 0 || c.get() > f.total_fee.get()) {
+        return Ok(false);
+    }
+    let m = Movement::standard(Kind::Payment, &f.out_trade_no, &f.mch_id, f.total_fee, f.paid_at);
+    let (applied,): (i64,) = sqlx::query_as(
+        "WITH old AS (
+             SELECT id, status FROM orders WHERE out_trade_no = $1 FOR UPDATE
+         ), upd AS (
+             UPDATE orders o SET status = 'paid', transaction_id = $2, paid_at = $3, bank_type = $4, cash_fee = $5,
+                    last_error = NULL
+               FROM old
+              WHERE o.id = old.id AND old.status IN ('created', 'prepaid') AND o.status IN ('created', 'prepaid')
+                AND o.mch_id = $6 AND o.appid = $7 AND o.openid = $8 AND o.amount = $9
+                AND NOT EXISTS (SELECT 1 FROM orders c WHERE c.transaction_id = $2)
+             RETURNING o.out_trade_no, o.mch_id, o.client_id, old.status AS prev
+         ), lt AS (
+             INSERT INTO ledger_transactions (kind, reference, mch_id, occurred_at, memo)
+             SELECT $10, upd.out_trade_no, upd.mch_id, $3, $11 FROM upd
+             ON CONFLICT (kind, reference) DO NOTHING
+             RETURNING id
+         ), le AS (
+             INSERT INTO ledger_entries (transaction_id, account, amount)
+             SELECT lt.id, e.account, e.amount FROM lt, (VALUES ($12, $9), ($13, -$9)) AS e(account, amount)
+         ), wh AS (
+             INSERT INTO webhook_outbox (client_id, event_id, event_type, subject, payload)
+             SELECT upd.client_id, $14, 'payment.succeeded', upd.out_trade_no, $15 FROM upd
+              WHERE upd.client_id IS NOT NULL
+             ON CONFLICT (event_type, subject) DO NOTHING
+         ), au AS (
+             INSERT INTO audit_log (actor, action, subject_type, subject_id, details)
+             SELECT $16, 'order.paid', 'order', upd.out_trade_no, $17 || jsonb_build_object('from', upd.prev) FROM upd
+         )
+         SELECT count(*) FROM upd",
+    )
+    .bind(&f.out_trade_no)
+    .bind(&f.transaction_id)
+    .bind(f.paid_at)
+    .bind(&f.bank_type)
+    .bind(f.cash_fee.map(|c| c.get()))
+    .bind(&f.mch_id)
+    .bind(&f.appid)
+    .bind(&f.openid)
+    .bind(f.total_fee.get())
+    .bind(m.kind.as_str())
+    .bind(m.memo)
+    .bind(&m.debit)
+    .bind(&m.credit)
+    .bind(Uuid::new_v4())
+    .bind(payment_webhook(f, false))
+    .bind(f.source.actor())
+    .bind(payment_audit(f, false))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(applied == 1)
+}
+
+/// The `payment.succeeded` webhook payload.
+fn payment_webhook(f: &PaymentFacts, late: bool) -> Value {
+    json!({
+        "out_trade_no": f.out_trade_no,
+        "status": "paid",
+        "amount": f.total_fee.get(),
+        "cash_fee": f.cash_fee.map(|c| c.get()),
+        "transaction_id": f.transaction_id,
+        "paid_at": f.paid_at,
+        "paid_after_close": late,
+    })
+}
+
+/// The `order.paid` audit details (the previous status is added by the caller).
+fn payment_audit(f: &PaymentFacts, late: bool) -> Value {
+    let mut details = f.source.to_json();
+    details["transaction_id"] = json!(f.transaction_id);
+    details["amount"] = json!(f.total_fee.get());
+    details["paid_after_close"] = json!(late);
+    details
 }
 
 #[derive(sqlx::FromRow)]

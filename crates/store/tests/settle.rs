@@ -308,3 +308,50 @@ async fn refund_mismatches_and_unknown_refunds_are_anomalies() {
     assert_eq!(kinds, ["refund_mismatch", "unknown_refund", "refund_abnormal"]);
     assert_balanced(&db.pool).await;
 }
+
+#[tokio::test]
+async fn the_one_statement_path_and_the_locked_path_write_the_same_records() {
+    let db = TestDb::new().await;
+    let c = client(&db.pool).await;
+    // prepaid and matching: the one-statement path; closed: the locked path (late payment).
+    order(&db.pool, "o-fast", 700, "prepaid", Some(c)).await;
+    order(&db.pool, "o-slow", 700, "closed", Some(c)).await;
+    assert_eq!(apply(&db.pool, &facts("o-fast", 700)).await, PaymentApplied::Applied { late: false });
+    assert_eq!(apply(&db.pool, &facts("o-slow", 700)).await, PaymentApplied::Applied { late: true });
+
+    let entries = |no: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+                "SELECT t.kind, replace(e.account, t.reference, '*'), e.amount, t.mch_id
+                   FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
+                  WHERE t.reference = $1 ORDER BY e.amount",
+            )
+            .bind(no)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            rows
+        }
+    };
+    assert_eq!(entries("o-fast").await, entries("o-slow").await);
+    let keys = |sql: &'static str, no: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let (v,): (serde_json::Value,) = sqlx::query_as(sql).bind(no).fetch_one(&pool).await.unwrap();
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        }
+    };
+    let audit = "SELECT details FROM audit_log WHERE subject_id = $1 AND action = 'order.paid'";
+    let hook = "SELECT payload FROM webhook_outbox WHERE subject = $1";
+    assert_eq!(keys(audit, "o-fast").await, keys(audit, "o-slow").await);
+    assert_eq!(keys(hook, "o-fast").await, keys(hook, "o-slow").await);
+    let (from,): (String,) = sqlx::query_as("SELECT details->>'from' FROM audit_log WHERE subject_id = 'o-fast'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(from, "prepaid");
+    assert_balanced(&db.pool).await;
+}
