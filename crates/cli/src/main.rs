@@ -1,9 +1,11 @@
 //! The `minipay` binary: a thin layer that parses the command line and calls into the
 //! library crates. Each subcommand lives in its own module.
 
-mod payouts_cmd;
+mod bench_cmd;
 mod dev_cmd;
 mod keys_cmd;
+mod payouts_cmd;
+mod reconcile_cmd;
 mod sandbox_cmd;
 mod serve_cmd;
 mod signing;
@@ -31,6 +33,12 @@ enum Command {
     Sandbox(sandbox_cmd::SandboxArgs),
     /// Payouts and red packets: `payouts send [--once]` sends and resolves what is due.
     Payouts(payouts_cmd::PayoutsArgs),
+    /// Reconcile one day now: `reconcile --date YYYY-MM-DD [--merchant MCH] [--json]
+    /// [--bill-file PATH]`. Exit 0 when the run completed (whatever it found), 1 when it
+    /// could not run.
+    Reconcile(reconcile_cmd::ReconcileArgs),
+    /// Benchmarks: `bench reconcile --rows 1000000`.
+    Bench(bench_cmd::BenchArgs),
     /// Run a service: `serve api|notify|worker|all [--config FILE] [--migrate]`.
     Serve(serve_cmd::ServeArgs),
     /// Apply the database migrations (`--config FILE` / `MINIPAY_DATABASE_URL`).
@@ -48,6 +56,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => signing::run_verify(&args),
         Command::Sandbox(args) => sandbox_cmd::run(&args),
         Command::Payouts(args) => payouts_cmd::run(&args),
+        Command::Reconcile(args) => reconcile_cmd::run(&args),
+        Command::Bench(args) => bench_cmd::run(&args),
         Command::Serve(args) => serve_cmd::run_serve(&args),
         Command::Migrate(args) => serve_cmd::run_migrate(&args),
         Command::Keys(args) => keys_cmd::run(&args),
