@@ -492,7 +492,12 @@ impl TestApp {
     /// packets' follow-ups are not waited for), for at most `limit`. Returns whether it got
     /// there.
     pub async fn send_payouts_until_settled(&self, limit: Duration) -> bool {
-        let sender = self.payout_sender();
+        self.settle_payouts_with(&self.payout_sender(), limit).await
+    }
+
+    /// As [`TestApp::send_payouts_until_settled`] with a given sender (building one loads the
+    /// client certificate and TLS roots: tests that settle often keep one).
+    pub async fn settle_payouts_with(&self, sender: &minipay_worker::payouts::PayoutSender, limit: Duration) -> bool {
         poll(limit, || async {
             sender.run_until_idle(100).await.expect("sender step");
             let (open,): (i64,) = sqlx::query_as(

@@ -8,6 +8,7 @@ use std::time::Duration;
 use minipay_e2e::{DEMO_APPID, Options, TestApp};
 use minipay_sandbox::FaultKind;
 use minipay_store::ledger::{self, Kind, account};
+use minipay_worker::payouts::PayoutSender;
 use serde_json::{Value, json};
 
 const TRANSFERS: &str = "/mmpaymkttransfers/promotion/transfers";
@@ -41,18 +42,19 @@ fn ptn(v: &Value) -> String {
     v["partner_trade_no"].as_str().expect("partner_trade_no").to_owned()
 }
 
-async fn settle(app: &TestApp) {
-    assert!(app.send_payouts_until_settled(Duration::from_secs(15)).await, "payouts did not settle");
+async fn settle(app: &TestApp, sender: &PayoutSender) {
+    assert!(app.settle_payouts_with(sender, Duration::from_secs(15)).await, "did not settle");
 }
 
 #[tokio::test]
 async fn a_small_payout_is_sent_once_with_ledger_webhook_and_audit() {
     let app = TestApp::spawn_with(opts()).await;
+    let sender = app.payout_sender();
     let p = app.request_payout(&openid(&app), 1_000).await;
     assert_eq!(p["status"], "approved", "at or below the threshold: no approval needed");
     assert_eq!(p["amount"], 1_000);
     assert!(p.get("real_name").is_none());
-    settle(&app).await;
+    settle(&app, &sender).await;
 
     let got = app.get_payout(&app.keys.viewer, id(&p)).await.expect(200).clone();
     assert_eq!(got["status"], "succeeded");
@@ -86,6 +88,7 @@ async fn a_small_payout_is_sent_once_with_ledger_webhook_and_audit() {
 #[tokio::test]
 async fn transfer_faults_end_with_exactly_one_transfer_each() {
     let app = TestApp::spawn_with(opts()).await;
+    let sender = app.payout_sender();
     let faults = [
         ("done but the answer is lost", FaultKind::LostAnswer),
         ("SYSTEMERROR", FaultKind::Error { err_code: "SYSTEMERROR".into(), err_code_des: None }),
@@ -96,7 +99,7 @@ async fn transfer_faults_end_with_exactly_one_transfer_each() {
     for (what, fault) in faults {
         app.add_fault(TRANSFERS, fault, 1);
         let p = app.request_payout(&openid(&app), 1_500).await;
-        settle(&app).await;
+        settle(&app, &sender).await;
         let got = app.get_payout(&app.keys.finance, id(&p)).await.expect(200).clone();
         assert_eq!(got["status"], "succeeded", "{what}: {got}");
         assert_eq!(transfers_for(&app, &ptn(&p)).len(), 1, "{what}: exactly one transfer");
@@ -132,13 +135,13 @@ async fn a_timed_out_transfer_is_resolved_without_a_second_transfer() {
         ..Options::default()
     })
     .await;
+    let sender = app.payout_sender();
     // WeChat takes 1.5 s; we give up after 0.8 s. The transfer may still happen.
     app.add_fault(TRANSFERS, FaultKind::Delay { delay_ms: 1_500 }, 1);
     let p = app.request_payout(&openid(&app), 2_000).await;
-    let sender = app.payout_sender();
     let step = sender.try_execute_payout().await.unwrap().unwrap();
     assert_eq!(step.status, "unknown", "a timeout is an unknown outcome, never a failure");
-    settle(&app).await;
+    settle(&app, &sender).await;
     // Let the held call finish at the sandbox before counting: a late duplicate would show now.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert_eq!(transfers_for(&app, &ptn(&p)).len(), 1);
@@ -149,13 +152,14 @@ async fn a_timed_out_transfer_is_resolved_without_a_second_transfer() {
 #[tokio::test]
 async fn send_failed_is_final_and_finance_makes_a_new_request() {
     let app = TestApp::spawn_with(opts()).await;
+    let sender = app.payout_sender();
     app.add_fault(
         TRANSFERS,
         FaultKind::Error { err_code: "SEND_FAILED".into(), err_code_des: Some("付款错误".into()) },
         1,
     );
     let p = app.request_payout(&openid(&app), 3_000).await;
-    settle(&app).await;
+    settle(&app, &sender).await;
     let got = app.get_payout(&app.keys.finance, id(&p)).await.expect(200).clone();
     assert_eq!((got["status"].as_str(), got["failure_code"].as_str()), (Some("failed"), Some("SEND_FAILED")));
     assert!(transfers_for(&app, &ptn(&p)).is_empty());
@@ -168,7 +172,7 @@ async fn send_failed_is_final_and_finance_makes_a_new_request() {
 
     let again = app.request_payout(&openid(&app), 3_000).await;
     assert_ne!(ptn(&again), ptn(&p), "a new request has a new number");
-    settle(&app).await;
+    settle(&app, &sender).await;
     assert_eq!(app.get_payout(&app.keys.finance, id(&again)).await.expect(200)["status"], "succeeded");
     let mut c = app.pool().acquire().await.unwrap();
     assert_eq!(ledger::count_postings(&mut c, Kind::Payout, &ptn(&p)).await.unwrap(), 0);
@@ -178,10 +182,10 @@ async fn send_failed_is_final_and_finance_makes_a_new_request() {
 #[tokio::test]
 async fn large_payouts_need_another_key_and_rejections_give_back_the_limit() {
     let app = TestApp::spawn_with(opts()).await;
+    let sender = app.payout_sender();
     let o = openid(&app);
     let p = app.request_payout(&o, 20_000).await;
     assert_eq!(p["status"], "pending_approval");
-    let sender = app.payout_sender();
     assert!(sender.try_execute_payout().await.unwrap().is_none(), "nothing is sent before approval");
 
     assert_eq!(app.approve_payout(&app.keys.finance, id(&p)).await.expect(403)["error"]["code"], "forbidden");
@@ -204,7 +208,7 @@ async fn large_payouts_need_another_key_and_rejections_give_back_the_limit() {
         (Some("rejected"), Some("duplicate"))
     );
 
-    settle(&app).await;
+    settle(&app, &sender).await;
     assert_eq!(app.get_payout(&app.keys.finance, id(&p)).await.expect(200)["status"], "succeeded");
     assert!(transfers_for(&app, &ptn(&own)).is_empty(), "a rejected request is never sent");
     let listed = app.list_payouts(&app.keys.viewer, "status=rejected").await.expect(200).clone();
@@ -240,6 +244,7 @@ async fn concurrent_requests_never_exceed_the_merchant_daily_limit() {
         ..Options::default()
     })
     .await;
+    let sender = app.payout_sender();
     let app = std::sync::Arc::new(app);
     let mut tasks = Vec::new();
     for i in 0..24 {
@@ -259,7 +264,7 @@ async fn concurrent_requests_never_exceed_the_merchant_daily_limit() {
         }
     }
     assert_eq!(created, 10, "50,000 fen / 5,000 fen");
-    settle(&app).await;
+    settle(&app, &sender).await;
     let total: i64 = app.sandbox.transfers().iter().map(|t| t.amount.get()).sum();
     assert_eq!(total, 50_000, "WeChat paid exactly the daily limit, never more");
     app.assert_ledger_balanced().await;
@@ -268,6 +273,7 @@ async fn concurrent_requests_never_exceed_the_merchant_daily_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_approvals_of_one_request_approve_it_once() {
     let app = std::sync::Arc::new(TestApp::spawn_with(opts()).await);
+    let sender = app.payout_sender();
     let p = app.request_payout(&openid(&app), 30_000).await;
     let mut tasks = Vec::new();
     for i in 0..6 {
@@ -289,7 +295,7 @@ async fn concurrent_approvals_of_one_request_approve_it_once() {
         .await
         .unwrap();
     assert_eq!(n, 1);
-    settle(&app).await;
+    settle(&app, &sender).await;
     assert_eq!(transfers_for(&app, &ptn(&p)).len(), 1);
     app.assert_ledger_balanced().await;
 }
@@ -297,6 +303,7 @@ async fn concurrent_approvals_of_one_request_approve_it_once() {
 #[tokio::test]
 async fn a_csv_batch_is_all_or_nothing_and_approved_as_one() {
     let app = TestApp::spawn_with(opts()).await;
+    let sender = app.payout_sender();
     let o = openid(&app);
     let bad = format!("openid,amount,description\n{o},1000,ok\nnot an openid,1000,x\n{o},50,too small\n{o},700,ok\n");
     let r = app.create_payout_batch(&app.keys.finance, &bad, "batch-bad").await;
@@ -328,7 +335,7 @@ async fn a_csv_batch_is_all_or_nothing_and_approved_as_one() {
     let approved = app.approve_payout_batch(&app.keys.approver, bid).await.expect(200).clone();
     assert_eq!(approved["status"], "approved");
     assert!(approved["payouts"].as_array().unwrap().iter().all(|p| p["status"] == "approved"));
-    settle(&app).await;
+    settle(&app, &sender).await;
     let view = app.get_payout_batch(&app.keys.viewer, bid).await.expect(200).clone();
     for p in view["payouts"].as_array().unwrap() {
         assert_eq!(p["status"], "succeeded", "{p}");

@@ -8,6 +8,7 @@ use chrono::Utc;
 use minipay_e2e::{DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID, Options, TestApp};
 use minipay_sandbox::FaultKind;
 use minipay_store::ledger::{self, Kind, account};
+use minipay_worker::payouts::PayoutSender;
 use serde_json::{Value, json};
 use wxpay::sign::{SignType, sign};
 use wxpay::{ApiKey, Params};
@@ -47,8 +48,8 @@ fn packets_for(app: &TestApp, no: &str) -> usize {
     app.sandbox.redpacks().iter().filter(|r| r.mch_billno == no).count()
 }
 
-async fn settle(app: &TestApp) {
-    assert!(app.send_payouts_until_settled(Duration::from_secs(15)).await, "red packets did not settle");
+async fn settle(app: &TestApp, sender: &PayoutSender) {
+    assert!(app.settle_payouts_with(sender, Duration::from_secs(15)).await, "did not settle");
 }
 
 async fn sandbox_control(app: &TestApp, path: &str, body: &Value) {
@@ -57,13 +58,23 @@ async fn sandbox_control(app: &TestApp, path: &str, body: &Value) {
 }
 
 #[tokio::test]
-async fn every_kind_is_sent_exactly_once_through_faults() {
+async fn normal_packets_are_sent_exactly_once_through_faults() {
+    sent_exactly_once_through_faults("normal", "/mmpaymkttransfers/sendredpack", 1_000).await;
+}
+
+#[tokio::test]
+async fn group_packets_are_sent_exactly_once_through_faults() {
+    sent_exactly_once_through_faults("group", "/mmpaymkttransfers/sendgroupredpack", 900).await;
+}
+
+#[tokio::test]
+async fn mini_program_packets_are_sent_exactly_once_through_faults() {
+    sent_exactly_once_through_faults("mini_program", "/mmpaymkttransfers/sendminiprogramhb", 1_000).await;
+}
+
+async fn sent_exactly_once_through_faults(kind: &str, path: &str, amount: i64) {
     let app = TestApp::spawn_with(opts()).await;
-    let kinds = [
-        ("normal", "/mmpaymkttransfers/sendredpack", 1_000),
-        ("group", "/mmpaymkttransfers/sendgroupredpack", 900),
-        ("mini_program", "/mmpaymkttransfers/sendminiprogramhb", 1_000),
-    ];
+    let sender = app.payout_sender();
     let faults = [
         ("lost answer", FaultKind::LostAnswer),
         ("SYSTEMERROR", FaultKind::Error { err_code: "SYSTEMERROR".into(), err_code_des: None }),
@@ -73,37 +84,35 @@ async fn every_kind_is_sent_exactly_once_through_faults() {
     ];
     let mut n = 0;
     let mut total = 0;
-    for (kind, path, amount) in kinds {
-        for (what, fault) in faults.clone() {
-            // A bare return_code FAIL that is not "busy" is a final refusal: nothing was sent.
-            let final_refusal = what == "signature refused";
-            n += 1;
-            app.add_fault(path, fault, 1);
-            let r = create(&app, &packet(kind, &user(n), amount)).await;
-            assert_eq!(r["status"], "approved");
-            assert_eq!(billno(&r).len(), 28, "mch_id + yyyymmdd + 10 digits");
-            assert!(billno(&r).starts_with(DEMO_MCH_ID));
-            settle(&app).await;
-            let got = app.get_redpack(&app.keys.finance, &billno(&r)).await.expect(200).clone();
-            if final_refusal {
-                assert_eq!(
-                    (got["status"].as_str(), got["failure_code"].as_str()),
-                    (Some("failed"), Some("RETURN_FAIL")),
-                    "{kind} {what}: {got}"
-                );
-                assert_eq!(packets_for(&app, &billno(&r)), 0, "{kind} {what}");
-                continue;
-            }
-            assert_eq!(got["status"], "sent", "{kind} {what}: {got}");
-            assert_eq!(packets_for(&app, &billno(&r)), 1, "{kind} {what}: exactly one packet");
-            total += amount;
-            let mut c = app.pool().acquire().await.unwrap();
-            assert_eq!(ledger::count_postings(&mut c, Kind::RedPacketSent, &billno(&r)).await.unwrap(), 1);
-            if kind == "mini_program" {
-                check_biz_params(&got);
-            } else {
-                assert!(got["send_biz_red_packet"].is_null());
-            }
+    for (what, fault) in faults {
+        // A bare return_code FAIL that is not "busy" is a final refusal: nothing was sent.
+        let final_refusal = what == "signature refused";
+        n += 1;
+        app.add_fault(path, fault, 1);
+        let r = create(&app, &packet(kind, &user(n), amount)).await;
+        assert_eq!(r["status"], "approved");
+        assert_eq!(billno(&r).len(), 28, "mch_id + yyyymmdd + 10 digits");
+        assert!(billno(&r).starts_with(DEMO_MCH_ID));
+        settle(&app, &sender).await;
+        let got = app.get_redpack(&app.keys.finance, &billno(&r)).await.expect(200).clone();
+        if final_refusal {
+            assert_eq!(
+                (got["status"].as_str(), got["failure_code"].as_str()),
+                (Some("failed"), Some("RETURN_FAIL")),
+                "{kind} {what}: {got}"
+            );
+            assert_eq!(packets_for(&app, &billno(&r)), 0, "{kind} {what}");
+            continue;
+        }
+        assert_eq!(got["status"], "sent", "{kind} {what}: {got}");
+        assert_eq!(packets_for(&app, &billno(&r)), 1, "{kind} {what}: exactly one packet");
+        total += amount;
+        let mut c = app.pool().acquire().await.unwrap();
+        assert_eq!(ledger::count_postings(&mut c, Kind::RedPacketSent, &billno(&r)).await.unwrap(), 1);
+        if kind == "mini_program" {
+            check_biz_params(&got);
+        } else {
+            assert!(got["send_biz_red_packet"].is_null());
         }
     }
     let mut c = app.pool().acquire().await.unwrap();
@@ -133,10 +142,10 @@ fn check_biz_params(got: &Value) {
 #[tokio::test]
 async fn packets_follow_gethbinfo_to_received_and_to_refunded() {
     let app = TestApp::spawn_with(opts()).await;
+    let sender = app.payout_sender();
     let single = create(&app, &packet("normal", &user(1), 1_200)).await;
     let group = create(&app, &packet("group", &user(2), 900)).await;
-    settle(&app).await;
-    let sender = app.payout_sender();
+    settle(&app, &sender).await;
 
     // The receiver opens the single packet; one of three shares of the group packet is taken.
     sandbox_control(&app, "redpacks/open", &json!({"mch_billno": billno(&single)})).await;
@@ -171,6 +180,7 @@ async fn packets_follow_gethbinfo_to_received_and_to_refunded() {
 #[tokio::test]
 async fn red_packet_rules_and_approval() {
     let app = TestApp::spawn_with(opts()).await;
+    let sender = app.payout_sender();
     let two = app
         .create_redpack(
             &app.keys.finance,
@@ -192,7 +202,7 @@ async fn red_packet_rules_and_approval() {
     assert_eq!(r["status"], "pending_approval", "above the red-packet approval threshold");
     assert_eq!(app.approve_redpack(&app.keys.finance, &billno(&r)).await.status, 403);
     assert_eq!(app.approve_redpack(&app.keys.approver, &billno(&r)).await.expect(200)["status"], "approved");
-    settle(&app).await;
+    settle(&app, &sender).await;
     assert_eq!(app.get_redpack(&app.keys.finance, &billno(&r)).await.expect(200)["status"], "sent");
 
     app.add_fault(
@@ -201,7 +211,7 @@ async fn red_packet_rules_and_approval() {
         1,
     );
     let failing = create(&app, &packet("normal", &user(2), 500)).await;
-    settle(&app).await;
+    settle(&app, &sender).await;
     let f = app.get_redpack(&app.keys.finance, &billno(&failing)).await.expect(200).clone();
     assert_eq!((f["status"].as_str(), f["failure_code"].as_str()), (Some("failed"), Some("SEND_FAILED")));
     assert_eq!(packets_for(&app, &billno(&failing)), 0);
