@@ -136,8 +136,11 @@ async fn a_timed_out_transfer_is_resolved_without_a_second_transfer() {
     })
     .await;
     let sender = app.payout_sender();
-    // WeChat takes 1.5 s; we give up after 0.8 s. The transfer may still happen.
-    app.add_fault(TRANSFERS, FaultKind::Delay { delay_ms: 1_500 }, 1);
+    // WeChat takes 1.5 s; we give up after 0.8 s. The transfer may still happen. (Through the
+    // sandbox's HTTP fault API, as an operator would.)
+    let fault = json!({"path": TRANSFERS, "kind": "delay", "delay_ms": 1_500, "times": 1});
+    let r = app.http.post(format!("{}/sandbox/faults", app.sandbox.http_url())).json(&fault).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
     let p = app.request_payout(&openid(&app), 2_000).await;
     let step = sender.try_execute_payout().await.unwrap().unwrap();
     assert_eq!(step.status, "unknown", "a timeout is an unknown outcome, never a failure");
