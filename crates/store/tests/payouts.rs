@@ -148,6 +148,7 @@ async fn rules_refuse_before_anything_is_written() {
     assert!(!format!("{p:?}").contains("张三"), "Debug hides the real name");
     assert!(!serde_json::to_string(&p).unwrap().contains("张三"), "the API never shows the real name");
     assert!(!format!("{p:?}").contains(o.as_str()), "Debug masks the openid");
+    assert_balanced(&db.pool).await;
 }
 
 #[tokio::test]
@@ -169,6 +170,7 @@ async fn user_limits_count_amount_and_number_and_a_rejection_gives_back() {
     assert_eq!((amount, count), (Fen::new(11_000), 2));
     drop(c);
     create(&db.pool, &o, 100, finance).await.unwrap();
+    assert_balanced(&db.pool).await;
 }
 
 #[tokio::test]
@@ -197,6 +199,7 @@ async fn concurrent_requests_never_exceed_the_merchant_daily_total() {
         .await
         .unwrap();
     assert_eq!(counter, 50_000);
+    assert_balanced(&db.pool).await;
 }
 
 #[tokio::test]
@@ -212,6 +215,7 @@ async fn concurrent_requests_for_one_user_never_exceed_the_user_limit() {
         won += i32::from(t.await.unwrap());
     }
     assert_eq!(won, 3, "count limit 3 (4,000 × 3 = 12,000 is under the 20,000 amount limit)");
+    assert_balanced(&db.pool).await;
 }
 
 #[tokio::test]
@@ -249,6 +253,7 @@ async fn concurrent_approvals_approve_once_and_recheck_limits() {
     let mut c = db.pool.acquire().await.unwrap();
     let r = payouts::approve(&mut c, q.id, approver, &tighter, Utc::now()).await;
     assert!(matches!(r, Err(PayoutError::Rule(ref v)) if v.code == "openid_daily_amount_exceeded"), "{r:?}");
+    assert_balanced(&db.pool).await;
 }
 
 #[tokio::test]
@@ -267,6 +272,7 @@ async fn approval_on_a_later_day_moves_the_amount_to_that_day() {
         payout_limits::totals(&mut tx, Product::Payout, MCH, o.as_str(), shanghai_day(day2)).await.unwrap();
     assert_eq!((m1, u1, n1), (Fen::ZERO, Fen::ZERO, 0));
     assert_eq!((m2, u2, n2), (Fen::new(6_000), Fen::new(6_000), 1));
+    assert_balanced(&db.pool).await;
 }
 
 #[tokio::test]
@@ -365,6 +371,7 @@ async fn batches_are_all_or_nothing_and_approved_as_one() {
     let (b, approved) = batches::approve(&mut c, batch.id, approver, &limits(), Utc::now()).await.unwrap();
     assert_eq!(b.total_amount, Fen::new(7_200));
     assert!(approved.iter().all(|p| p.status == PayoutStatus::Approved));
+    assert_balanced(&db.pool).await;
 }
 
 fn rules() -> RedpackRules {
@@ -483,4 +490,5 @@ async fn concurrent_approvals_on_a_later_day_never_exceed_that_day_s_limit() {
     assert_eq!(m2, Fen::new(50_000), "day 2 is exactly full");
     let (m1, _, _) = payout_limits::totals(&mut c, Product::Payout, MCH, "", shanghai_day(day1)).await.unwrap();
     assert_eq!(m1, Fen::new(3 * 6_000), "the three refused approvals still hold day 1");
+    assert_balanced(&db.pool).await;
 }
