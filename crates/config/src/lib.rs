@@ -38,6 +38,11 @@
 //! mch_id = "1900000109"
 //! secret_file = "/run/secrets/app_secret"
 //! default = true
+//!
+//! [payouts]                                # fen; "daily" = the Asia/Shanghai day
+//! approval_threshold = 50000               # above: an approver (another key) decides
+//! openid_daily_amount = 500000
+//! merchant_daily_amount = 10000000         # all keys: docs/PAYOUTS.md
 //! ```
 //!
 //! ## Environment overrides
