@@ -91,7 +91,7 @@ pub async fn authenticate(
                 Some(key) => {
                     let state = req.app_data::<web::Data<AppState>>().cloned();
                     let found = match state {
-                        Some(s) => minipay_store::clients::authenticate(&s.pool, key).await.map_err(ApiError::from)?,
+                        Some(s) => s.authenticate(key).await?,
                         None => None,
                     };
                     match found {

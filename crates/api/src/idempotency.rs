@@ -100,7 +100,7 @@ pub async fn idempotency(
 
     let deadline = tokio::time::Instant::now() + IN_PROGRESS_WAIT;
     loop {
-        match idempotency::begin(&state.pool, &keyed, ABANDONED_AFTER).await.map_err(ApiError::from)? {
+        match idempotency::begin(&state.pool_async, &keyed, ABANDONED_AFTER).await.map_err(ApiError::from)? {
             Begin::Started => break,
             Begin::Replay { status, body } => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
@@ -131,7 +131,7 @@ pub async fn idempotency(
     let res = match next.call(req).await {
         Ok(res) => res,
         Err(e) => {
-            idempotency::release(&state.pool, caller.id, &key).await.ok();
+            idempotency::release(&state.pool_async, caller.id, &key).await.ok();
             return Err(e);
         }
     };
@@ -141,7 +141,7 @@ pub async fn idempotency(
     let bytes = match actix_web::body::to_bytes(body).await {
         Ok(b) => b,
         Err(_) => {
-            idempotency::release(&state.pool, caller.id, &key).await.ok();
+            idempotency::release(&state.pool_async, caller.id, &key).await.ok();
             let e = ApiError::internal(&std::io::Error::other("response body could not be read"));
             return Ok(ServiceResponse::new(http_req, actix_web::ResponseError::error_response(&e)));
         }
@@ -149,10 +149,12 @@ pub async fn idempotency(
     let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
     match json {
         Some(v) if status.as_u16() < 500 => {
-            idempotency::complete(&state.pool, caller.id, &key, status.as_u16(), &v).await.map_err(ApiError::from)?;
+            idempotency::complete(&state.pool_async, caller.id, &key, status.as_u16(), &v)
+                .await
+                .map_err(ApiError::from)?;
         }
         _ => {
-            idempotency::release(&state.pool, caller.id, &key).await.ok();
+            idempotency::release(&state.pool_async, caller.id, &key).await.ok();
         }
     }
     let response = head.set_body(BoxBody::new(bytes));

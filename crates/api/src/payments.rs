@@ -73,11 +73,8 @@ pub async fn issue(state: &AppState, order: &Order) -> Result<Issued, ApiError> 
         state.observe(wxpay::Endpoint::UnifiedOrder, &outcome);
         match outcome {
             Outcome::Success(r) => {
-                let mut conn = state.pool.acquire().await?;
-                let current = orders::find(&mut *conn, &order.out_trade_no).await?.unwrap_or_else(|| order.clone());
-                if current.is_open() {
-                    orders::set_prepaid(&mut conn, &current, &r.prepay_id).await?;
-                }
+                // Asynchronous commit: see `state` for why losing this mark is harmless.
+                orders::mark_prepaid(&state.pool_async, &order.out_trade_no, &r.prepay_id).await?;
                 return Ok(Issued::Prepaid { prepay_id: r.prepay_id });
             }
             Outcome::Failed { code, message } => return refused(state, order, code, message).await,

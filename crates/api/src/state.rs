@@ -1,8 +1,19 @@
-//! What every handler shares: the pool, the configuration, one WeChat Pay client per
-//! (merchant, app), the `api.weixin.qq.com` client and the metrics.
+//! What every handler shares: the pools, the configuration, one WeChat Pay client per
+//! (merchant, app), the `api.weixin.qq.com` client, the metrics and two small caches.
+//!
+//! Two pools on the same database: `pool` commits durably (money and every state WeChat
+//! may act on), `pool_async` commits with `synchronous_commit = off` for writes whose loss
+//! in a crash is harmless because the request that made them is safe to repeat: stored
+//! idempotency responses (a lost one makes a retry run again, reaching the same numbers)
+//! and the `prepaid` mark (a lost one leaves the order `created`; re-issuing unifiedorder
+//! with the same number returns the same prepay_id, and a payment applies to either state).
+//! This keeps one WAL flush per order instead of four.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use minipay_store::clients::ApiClient;
 
 use minipay_config::Config;
 use sqlx::PgPool;
@@ -12,8 +23,20 @@ use wxpay::weixin::WeixinClient;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
+/// How long a resolved API key is trusted without asking the database again: disabling
+/// a key takes effect within this time.
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Bounds of the caches (cleared when full; they only save queries).
+const CACHE_LIMIT: usize = 100_000;
+
 pub struct AppState {
     pub pool: PgPool,
+    /// `synchronous_commit = off`; see the module docs for what may use it.
+    pub pool_async: PgPool,
+    auth_cache: Mutex<HashMap<String, (ApiClient, Instant)>>,
+    /// (appid, openid) pairs known to have logged in. Users are never deleted, so a
+    /// positive answer never goes stale.
+    known_users: Mutex<HashSet<(String, String)>>,
     pub config: Arc<Config>,
     /// Keyed by (mch_id, appid): requests carry the app they are made for.
     clients: HashMap<(String, String), wxpay::Client>,
@@ -33,7 +56,61 @@ impl AppState {
             clients.insert((m.mch_id.clone(), String::new()), config.wxpay_client_for(&m.mch_id, "")?);
         }
         let weixin = config.weixin_client()?;
-        Ok(AppState { pool, config, clients, weixin, metrics })
+        let async_options = (*pool.connect_options()).clone().options([("synchronous_commit", "off")]);
+        let pool_async = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(pool.options().get_max_connections())
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(async_options);
+        Ok(AppState {
+            pool,
+            pool_async,
+            auth_cache: Mutex::new(HashMap::new()),
+            known_users: Mutex::new(HashSet::new()),
+            config,
+            clients,
+            weixin,
+            metrics,
+        })
+    }
+
+    /// The enabled client holding `key` (cached for [`AUTH_CACHE_TTL`]).
+    pub async fn authenticate(&self, key: &str) -> Result<Option<ApiClient>, ApiError> {
+        let hash = minipay_store::clients::hash_key(key);
+        if let Some((c, at)) = self.auth_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&hash) {
+            if at.elapsed() < AUTH_CACHE_TTL {
+                return Ok(Some(c.clone()));
+            }
+        }
+        let found = minipay_store::clients::authenticate(&self.pool, key).await?;
+        if let Some(c) = &found {
+            let mut cache = self.auth_cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(hash, (c.clone(), Instant::now()));
+        }
+        Ok(found)
+    }
+
+    /// Whether the user has logged in to the app (positives cached).
+    pub async fn user_known(
+        &self,
+        appid: &minipay_store::domain::AppId,
+        openid: &minipay_store::domain::OpenId,
+    ) -> Result<bool, ApiError> {
+        let k = (appid.as_str().to_owned(), openid.as_str().to_owned());
+        if self.known_users.lock().unwrap_or_else(|e| e.into_inner()).contains(&k) {
+            return Ok(true);
+        }
+        let known = minipay_store::users::exists(&self.pool, appid, openid).await?;
+        if known {
+            let mut set = self.known_users.lock().unwrap_or_else(|e| e.into_inner());
+            if set.len() >= CACHE_LIMIT {
+                set.clear();
+            }
+            set.insert(k);
+        }
+        Ok(known)
     }
 
     /// The client for a merchant acting for an app (both as configured).

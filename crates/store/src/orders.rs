@@ -228,6 +228,24 @@ pub async fn set_prepaid(conn: &mut PgConnection, order: &Order, prepay_id: &str
     .await
 }
 
+/// Records WeChat's prepay_id on an open order in one statement (no read first): the
+/// `WHERE` admits exactly the transitions `created → prepaid` and `prepaid → prepaid`
+/// that [`OrderStatus::can_become`] allows. Returns false when the order was no longer
+/// open (paid or closed meanwhile), which is not an error: that state stands.
+pub async fn mark_prepaid<'c>(e: impl PgExecutor<'c>, out_trade_no: &str, prepay_id: &str) -> Result<bool, StoreError> {
+    debug_assert!(OrderStatus::Created.can_become(OrderStatus::Prepaid));
+    debug_assert!(OrderStatus::Prepaid.can_become(OrderStatus::Prepaid));
+    let done = sqlx::query(
+        "UPDATE orders SET status = 'prepaid', prepay_id = $2, prepay_at = now(), last_error = NULL
+          WHERE out_trade_no = $1 AND status IN ('created', 'prepaid')",
+    )
+    .bind(out_trade_no)
+    .bind(prepay_id)
+    .execute(e)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Closed at WeChat (or never known to WeChat): no payment can arrive any more.
 pub async fn set_closed(conn: &mut PgConnection, order: &Order) -> Result<(), StoreError> {
     transition(

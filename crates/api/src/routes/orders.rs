@@ -225,7 +225,7 @@ pub async fn create_order(
             OutTradeNo::parse(generate_number(&caller, key.as_ref(), "order")).map_err(|e| ApiError::internal(&e))?
         }
     };
-    if !minipay_store::users::exists(&state.pool, &appid, &openid).await? {
+    if !state.user_known(&appid, &openid).await? {
         return Err(ApiError::invalid(
             "unknown_openid",
             "this openid has not logged in to the app (POST /v1/sessions)",
@@ -265,7 +265,11 @@ pub async fn create_order(
         return Ok(HttpResponse::Ok().json(OrderView::new(&order)));
     }
     let issued = payments::issue(&state, &order).await?;
-    let current = orders::find(&state.pool, out_trade_no.as_str()).await?.unwrap_or(order);
+    let current = match &issued {
+        // Known without reading back: the order we inserted, now prepaid.
+        Issued::Prepaid { .. } => Order { status: OrderStatus::Prepaid, ..order },
+        _ => orders::find(&state.pool, out_trade_no.as_str()).await?.unwrap_or(order),
+    };
     let mut view = OrderView::new(&current);
     match issued {
         Issued::Prepaid { prepay_id } => {
