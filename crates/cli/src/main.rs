@@ -2,6 +2,7 @@
 //! library crates. Each subcommand lives in its own module.
 
 mod bench_cmd;
+mod bench_orders;
 mod dev_cmd;
 mod keys_cmd;
 mod payouts_cmd;
