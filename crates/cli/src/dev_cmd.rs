@@ -54,7 +54,8 @@ async fn dev(args: &DevArgs) -> anyhow::Result<()> {
         Some(u) => (None, u.clone()),
         None => {
             eprintln!("starting a throwaway PostgreSQL cluster…");
-            let c = minipay_testkit::PgCluster::start().context("start PostgreSQL (is it installed? scripts/dev.sh installs it)")?;
+            let c = minipay_testkit::PgCluster::start()
+                .context("start PostgreSQL (is it installed? scripts/dev.sh installs it)")?;
             let url = c.admin_url();
             (Some(c), url)
         }
