@@ -320,8 +320,14 @@ async fn every_planted_discrepancy_is_found_and_nothing_else() {
     assert_eq!(report.categories["missing_local"].count, 3);
     assert!(report.trade_bill.as_ref().is_some_and(|b| b.rows == 8 && !b.gzip && !b.reused));
 
-    // The raw bytes are kept exactly, with their checksum.
+    // The raw bytes are kept exactly, with their checksum; rows carry the bill's times.
     let mut c = db.pool.acquire().await.unwrap();
+    let (t,): (DateTime<Utc>,) =
+        sqlx::query_as("SELECT trade_time FROM recon_trade_rows WHERE out_trade_no = 'P2' AND NOT is_refund")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap();
+    assert_eq!(t, utc("2026-11-24 11:00:00"));
     let tb = report.trade_bill.as_ref().unwrap();
     assert_eq!(recon::file_chunks(&mut c, tb.file_id).await.unwrap().concat(), d);
 

@@ -269,12 +269,15 @@ fn parse_into(
         BillKind::TradeAll => {
             let enc = TradeRowEncoder::new(file_id, mch_id, bill_date);
             let mut r = BillReader::new(text)?;
+            buf.extend_from_slice(TradeRowEncoder::HEADER);
             while let Some(rec) = r.next_record() {
                 enc.encode(&rec?, &mut buf);
                 n += 1;
                 flush(&mut buf, false)?;
             }
-            Parsed::Trade(r.finish()?)
+            let summary = r.finish()?;
+            buf.extend_from_slice(TradeRowEncoder::TRAILER);
+            Parsed::Trade(summary)
         }
         BillKind::FundflowBasic => {
             let enc = FundRowEncoder::new(file_id, mch_id, bill_date);
