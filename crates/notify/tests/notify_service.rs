@@ -243,6 +243,14 @@ async fn a_genuine_notification_pays_once_and_repeats_change_nothing() {
             .await
             .unwrap();
     assert_eq!((txn.as_str(), cash, bank.as_str()), ("4200000n-1", 1999, "CMC"));
+    let (audited, kept): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT (SELECT (details->>'notification_id')::bigint FROM audit_log WHERE subject_id = 'n-1'),
+                (SELECT id FROM wxpay_notifications WHERE reference = 'n-1')",
+    )
+    .fetch_one(&n.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, Some(kept), "the audit line names the raw notification");
     assert_eq!(n.app_metrics.count("payment", "applied"), 1);
     assert_eq!(n.app_metrics.count("payment", "duplicate"), 3);
     let metrics = n.http.get(format!("{}/metrics", n.base)).send().await.unwrap().text().await.unwrap();

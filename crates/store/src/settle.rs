@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use crate::domain::{OrderStatus, RefundStatus, State, check_transition, mask};
 use crate::ledger::{self, Kind, Movement};
+use crate::notifications::{self, NewNotification};
 use crate::{Fen, StoreError, audit, webhooks};
 
 /// Where a fact came from: recorded on the audit line and on anomalies.
@@ -384,11 +385,33 @@ pub async fn apply_payment(conn: &mut PgConnection, f: &PaymentFacts) -> Result<
 /// concurrent repeat waits on the row lock, re-checks the condition against the now paid
 /// row and gets false, so the general path reports it as already applied.
 async fn apply_payment_fast(conn: &mut PgConnection, f: &PaymentFacts) -> Result<bool, StoreError> {
+    Ok(one_statement(conn, f, None).await?.is_some())
+}
+
+/// For the notify service: keeps the raw notification `n` and applies the payment in ONE
+/// statement, so the common case needs no explicit transaction (one round trip in
+/// autocommit; a single statement is atomic). Returns the notification's id when it applied.
+/// `None`: nothing was written — the order did not qualify for the one-statement path; keep
+/// the notification and call [`apply_payment`] in a transaction instead.
+pub async fn apply_notified_payment(
+    conn: &mut PgConnection,
+    n: &NewNotification<'_>,
+    f: &PaymentFacts,
+) -> Result<Option<i64>, StoreError> {
+    one_statement(conn, f, Some(n)).await
+}
+
+/// The one-statement path: `Some(notification id or 0)` when it applied.
+async fn one_statement(
+    conn: &mut PgConnection,
+    f: &PaymentFacts,
+    n: Option<&NewNotification<'_>>,
+) -> Result<Option<i64>, StoreError> {
     if !f.total_fee.is_positive() || f.cash_fee.is_some_and(|c| c.get() < 0 || c.get() > f.total_fee.get()) {
-        return Ok(false);
+        return Ok(None);
     }
     let m = Movement::standard(Kind::Payment, &f.out_trade_no, &f.mch_id, f.total_fee, f.paid_at);
-    let (applied,): (i64,) = sqlx::query_as(
+    let (applied, notification_id): (i64, Option<i64>) = sqlx::query_as(
         "WITH old AS (
              SELECT id, status FROM orders WHERE out_trade_no = $1 FOR UPDATE
          ), upd AS (
@@ -412,11 +435,20 @@ async fn apply_payment_fast(conn: &mut PgConnection, f: &PaymentFacts) -> Result
              SELECT upd.client_id, $14, 'payment.succeeded', upd.out_trade_no, $15 FROM upd
               WHERE upd.client_id IS NOT NULL
              ON CONFLICT (event_type, subject) DO NOTHING
+         ), n AS (
+             INSERT INTO wxpay_notifications (kind, mch_id, appid, reference, body_sha256, body, fields, outcome)
+             SELECT 'payment', upd.mch_id, $7, upd.out_trade_no, $19, $20, $21, 'applied' FROM upd WHERE $18
+             ON CONFLICT (kind, body_sha256) DO UPDATE
+                SET deliveries = wxpay_notifications.deliveries + 1, last_delivered_at = now(), outcome = 'applied'
+             RETURNING id
          ), au AS (
              INSERT INTO audit_log (actor, action, subject_type, subject_id, details)
-             SELECT $16, 'order.paid', 'order', upd.out_trade_no, $17 || jsonb_build_object('from', upd.prev) FROM upd
+             SELECT $16, 'order.paid', 'order', upd.out_trade_no,
+                    $17 || jsonb_build_object('from', upd.prev)
+                        || CASE WHEN n.id IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('notification_id', n.id) END
+               FROM upd LEFT JOIN n ON true
          )
-         SELECT count(*) FROM upd",
+         SELECT (SELECT count(*) FROM upd), (SELECT id FROM n)",
     )
     .bind(&f.out_trade_no)
     .bind(&f.transaction_id)
@@ -435,9 +467,13 @@ async fn apply_payment_fast(conn: &mut PgConnection, f: &PaymentFacts) -> Result
     .bind(payment_webhook(f, false))
     .bind(f.source.actor())
     .bind(payment_audit(f, false))
+    .bind(n.is_some())
+    .bind(n.map(|n| notifications::body_sha256(n.body.as_bytes())))
+    .bind(n.map(|n| n.body))
+    .bind(n.map(|n| &n.fields))
     .fetch_one(&mut *conn)
     .await?;
-    Ok(applied == 1)
+    Ok((applied == 1).then_some(notification_id.unwrap_or(0)))
 }
 
 /// The `payment.succeeded` webhook payload.
