@@ -152,3 +152,58 @@ async fn orderpaid_and_refresh_settle_through_orderquery() {
     drop(conn);
     app.assert_ledger_balanced().await;
 }
+
+#[tokio::test]
+async fn the_worker_follows_up_refunds_nobody_reads() {
+    use minipay_worker::refunds::{FollowupStep, RefundFollowup};
+    let app = TestApp::spawn().await;
+    let no = paid_order(&app, 900).await;
+    let followup = RefundFollowup::new(app.pool().clone(), &app.config).unwrap().with_lease(0.0);
+
+    // A refund committed as pending, then the process died before calling WeChat.
+    let mut tx = app.pool().begin().await.unwrap();
+    let order = minipay_store::orders::lock(&mut tx, &no).await.unwrap().unwrap();
+    minipay_store::refunds::create_pending(
+        &mut tx,
+        &order,
+        "crashed-1",
+        wxpay::Fen::new(400),
+        None,
+        Some(app.client_id),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let step = followup.try_execute().await.unwrap().expect("a refund is due");
+    assert!(
+        matches!(&step, FollowupStep::Resent { out_refund_no, .. } if out_refund_no == "crashed-1"),
+        "WeChat never had it, so it is sent with the same number: {step:?}"
+    );
+    assert_eq!(app.sandbox.refunds().len(), 1);
+
+    // An unanswered refund with no notifications: the follow-up settles it by query.
+    app.sandbox
+        .add_fault(Fault { path: "/secapi/pay/refund".into(), kind: FaultKind::LostAnswer, times: None })
+        .unwrap();
+    app.sandbox.add_fault(Fault { path: "notify/refund".into(), kind: FaultKind::Drop, times: None }).unwrap();
+    let r = app.refund(&no, &json!({"out_refund_no": "quiet-1", "amount": 100})).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let ok = minipay_e2e::poll(std::time::Duration::from_secs(15), || async {
+        followup.run_until_idle(10).await.unwrap();
+        let row: (String,) = sqlx::query_as("SELECT status FROM refunds WHERE out_refund_no = 'quiet-1'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+        row.0 == "succeeded"
+    })
+    .await;
+    assert!(ok, "the follow-up never settled quiet-1");
+    app.wait_for_refund_status("crashed-1", "succeeded").await;
+    let (reserved,): (i64,) = sqlx::query_as("SELECT refunded_amount FROM orders WHERE out_trade_no = $1")
+        .bind(&no)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(reserved, 500);
+    app.assert_ledger_balanced().await;
+}

@@ -235,3 +235,22 @@ pub async fn open_refunds<'c>(
     .await?;
     rows.into_iter().map(Refund::try_from).collect()
 }
+
+/// Claims the oldest open refund (pending, processing, unknown) untouched for
+/// `older_than_secs`, for a follow-up: bumping `updated_at` is the lease, so other workers
+/// skip it for that long. No lock is held afterwards (the follow-up calls WeChat, and the
+/// settle path locks the order before the refund). Returns its out_refund_no.
+pub async fn claim_open<'c>(e: impl PgExecutor<'c>, older_than_secs: f64) -> Result<Option<String>, StoreError> {
+    let claimed: Option<(String,)> = sqlx::query_as(
+        "UPDATE refunds SET updated_at = now()
+          WHERE id = (SELECT id FROM refunds
+                       WHERE status IN ('pending', 'processing', 'unknown')
+                         AND updated_at < now() - make_interval(secs => $1)
+                       ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+          RETURNING out_refund_no",
+    )
+    .bind(older_than_secs)
+    .fetch_optional(e)
+    .await?;
+    Ok(claimed.map(|(no,)| no))
+}

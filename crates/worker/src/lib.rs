@@ -20,6 +20,7 @@
 pub mod expiry;
 pub mod payouts;
 pub mod reconcile;
+pub mod refunds;
 pub mod webhooks;
 
 use std::future::Future;
@@ -115,6 +116,9 @@ impl Worker {
         let mut w = Worker::new(pool.clone());
         let config_err = |e: &dyn std::fmt::Display| WorkerError::Config(e.to_string());
         expiry::OrderExpiry::new(pool.clone(), config)
+            .map_err(|e| config_err(&e))?
+            .register(&mut w, Duration::from_millis(config.worker.expiry_interval_ms));
+        refunds::RefundFollowup::new(pool.clone(), config)
             .map_err(|e| config_err(&e))?
             .register(&mut w, Duration::from_millis(config.worker.expiry_interval_ms));
         webhooks::WebhookSender::new(pool.clone(), config.webhooks.clone())
