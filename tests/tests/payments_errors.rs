@@ -151,4 +151,5 @@ async fn operational_endpoints() {
         metrics.contains("minipay_http_requests_total{method=\"POST\",route=\"/v1/orders\",status=\"201\"} 1"),
         "{metrics}"
     );
+    app.assert_ledger_balanced().await;
 }
