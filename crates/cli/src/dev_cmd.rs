@@ -21,8 +21,8 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 #[derive(Args)]
 pub struct DevArgs {
     /// Use this PostgreSQL server (an admin URL) instead of starting a throwaway cluster; a
-    /// new database `minipay_dev_<time>_<pid>` is created on it.
-    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    /// new database `minipay_dev_<time>_<pid>` is created on it and dropped on exit.
+    #[arg(long, value_name = "URL")]
     database_url: Option<String>,
     /// Multiply the sandbox's real waits (refund processing, notification retries).
     #[arg(long, default_value_t = 1.0)]
@@ -152,6 +152,13 @@ async fn dev(args: &DevArgs) -> anyhow::Result<()> {
     pool.close().await;
     // Give the pool's connections a moment to close before the cluster goes away.
     tokio::time::sleep(Duration::from_millis(100)).await;
+    if cluster.is_none() {
+        let mut admin = PgConnection::connect(&admin_url).await?;
+        sqlx::raw_sql(AssertSqlSafe(format!(r#"DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)"#)))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await.ok();
+    }
     drop(cluster);
     Ok(())
 }
