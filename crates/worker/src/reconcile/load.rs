@@ -151,10 +151,7 @@ pub async fn load_bill(
     recon::clear_rows(&mut tx, mch_id, bill_date, kind).await?;
     let (rows, parsed) = copy_rows(&mut tx, raw, kind, file_id, mch_id, bill_date).await?;
     let summary = match &parsed {
-        Parsed::Trade(s) => {
-            check_trade_totals(&mut tx, mch_id, bill_date, s).await?;
-            serde_json::to_value(s)
-        }
+        Parsed::Trade(s) => serde_json::to_value(s),
         Parsed::Fund(s) => serde_json::to_value(s),
     }
     .map_err(|e| ReconcileError::Internal(format!("summary to JSON: {e}")))?;
@@ -233,9 +230,14 @@ async fn copy_rows(
         return Err(e.into());
     }
     match parsed {
-        Ok(p) => {
-            copy.finish().await?;
-            Ok(p)
+        Ok((n, p)) => {
+            // The parser checked the summary line against every row it read; Postgres must
+            // have stored exactly those rows (a re-sum in SQL would cost a full scan).
+            let stored = copy.finish().await?;
+            if stored != n {
+                return Err(ReconcileError::Totals(format!("parsed {n} rows but Postgres stored {stored}")));
+            }
+            Ok((n, p))
         }
         Err(e) => {
             let _ = copy.abort("bill rejected").await;
@@ -292,34 +294,6 @@ fn parse_into(
     };
     flush(&mut buf, true)?;
     Ok((n, parsed))
-}
-
-/// The rows as Postgres holds them must add up to the summary line (the parser already
-/// checked the text; this checks that nothing was lost or doubled on the way in).
-async fn check_trade_totals(
-    conn: &mut PgConnection,
-    mch_id: &str,
-    bill_date: NaiveDate,
-    s: &BillSummary,
-) -> Result<(), ReconcileError> {
-    let t = recon::trade_row_totals(conn, mch_id, bill_date).await?;
-    let mut bad = Vec::new();
-    if t.count as u64 != s.count {
-        bad.push(format!("count {} vs summary {}", t.count, s.count));
-    }
-    let settlement = s.settlement_total.get();
-    if settlement != t.settlement && settlement != t.settlement_payments {
-        bad.push(format!("settlement {} vs summary {}", t.settlement, settlement));
-    }
-    if let Some(r) = s.refund_total {
-        if r.get() != t.refund {
-            bad.push(format!("refunds {} vs summary {}", t.refund, r.get()));
-        }
-    }
-    if s.fee_total.get() != t.fee_millifen {
-        bad.push(format!("fees {} vs summary {} (millifen)", t.fee_millifen, s.fee_total.get()));
-    }
-    if bad.is_empty() { Ok(()) } else { Err(ReconcileError::Totals(bad.join("; "))) }
 }
 
 fn join(e: tokio::task::JoinError) -> ReconcileError {
