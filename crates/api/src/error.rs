@@ -9,8 +9,8 @@
 //! `invalid_amount`, `invalid_out_trade_no`, `invalid_out_refund_no`, `invalid_openid`,
 //! `invalid_appid`, `invalid_description`, `invalid_expires_in`, `invalid_idempotency_key`,
 //! `unknown_appid`, `unknown_openid`, `invalid_login_code` (422), `out_trade_no_used`,
-//! `out_refund_no_used`, `order_not_paid`, `order_not_open`, `order_paid`,
-//! `refund_exceeds_refundable`, `idempotency_key_reused`, `request_in_progress` (409),
+//! `out_refund_no_used`, `order_not_paid`, `order_not_open`, `order_paid`, `order_closed`,
+//! `refund_exceeds_refundable`, `refund_failed`, `idempotency_key_reused`, `request_in_progress` (409),
 //! `rate_limited` (429), `wechat_rejected` (502), `upstream_unavailable`,
 //! `database_unavailable` (503), `internal_error` (500).
 

@@ -27,6 +27,15 @@ use crate::state::AppState;
 /// Attempts per call when WeChat's answer is Unknown (SYSTEMERROR, timeout, …).
 const ATTEMPTS: u32 = 3;
 
+/// A call refused before any I/O: a request WeChat would refuse is the caller's (422); a
+/// missing client certificate is our configuration's (500, logged).
+fn not_sent(e: wxpay::CallError) -> ApiError {
+    match e {
+        wxpay::CallError::InvalidRequest(m) => ApiError::invalid("invalid_request", m),
+        e @ wxpay::CallError::NoIdentity(_) => ApiError::internal(&e),
+    }
+}
+
 async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
 }
@@ -68,8 +77,7 @@ pub async fn issue(state: &AppState, order: &Order) -> Result<Issued, ApiError> 
     };
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
-        let outcome =
-            client.unified_order(&req).await.map_err(|e| ApiError::invalid("invalid_request", e.to_string()))?;
+        let outcome = client.unified_order(&req).await.map_err(not_sent)?;
         state.observe(wxpay::Endpoint::UnifiedOrder, &outcome);
         match outcome {
             Outcome::Success(r) => {
@@ -123,7 +131,7 @@ async fn refused(state: &AppState, order: &Order, code: String, message: String)
 pub async fn settle_from_query(state: &AppState, order: &Order) -> Result<Order, ApiError> {
     let client = state.wxpay(&order.mch_id, &order.appid)?;
     let req = OrderQueryRequest { order: OrderRef::OutTradeNo(order.out_trade_no.clone()) };
-    let outcome = client.order_query(&req).await.map_err(|e| ApiError::invalid("invalid_request", e.to_string()))?;
+    let outcome = client.order_query(&req).await.map_err(not_sent)?;
     state.observe(wxpay::Endpoint::OrderQuery, &outcome);
     let mut tx = state.pool.begin().await?;
     let Some(current) = orders::lock(&mut tx, &order.out_trade_no).await? else {
@@ -170,8 +178,7 @@ pub async fn close(state: &AppState, order: &Order) -> Result<Closed, ApiError> 
     let req = CloseOrderRequest { out_trade_no: order.out_trade_no.clone() };
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
-        let outcome =
-            client.close_order(&req).await.map_err(|e| ApiError::invalid("invalid_request", e.to_string()))?;
+        let outcome = client.close_order(&req).await.map_err(not_sent)?;
         state.observe(wxpay::Endpoint::CloseOrder, &outcome);
         let close_here = match outcome {
             Outcome::Success(_) => true,
@@ -221,7 +228,7 @@ pub async fn send_refund(state: &AppState, order: &Order, refund: &Refund) -> Re
     };
     let mut outcome = Outcome::unknown("not sent");
     for attempt in 1..=ATTEMPTS {
-        outcome = client.refund(&req).await.map_err(|e| ApiError::invalid("invalid_request", e.to_string()))?;
+        outcome = client.refund(&req).await.map_err(not_sent)?;
         state.observe(wxpay::Endpoint::Refund, &outcome);
         if !outcome.is_unknown() {
             break;
@@ -261,7 +268,7 @@ pub async fn send_refund(state: &AppState, order: &Order, refund: &Refund) -> Re
 pub async fn sync_refund(state: &AppState, order: &Order, refund: &Refund) -> Result<Refund, ApiError> {
     let client = state.wxpay(&order.mch_id, &order.appid)?;
     let req = RefundQueryRequest { by: RefundRef::OutRefundNo(refund.out_refund_no.clone()), offset: None };
-    let outcome = client.refund_query(&req).await.map_err(|e| ApiError::invalid("invalid_request", e.to_string()))?;
+    let outcome = client.refund_query(&req).await.map_err(not_sent)?;
     state.observe(wxpay::Endpoint::RefundQuery, &outcome);
     match outcome {
         Outcome::Success(q) => {

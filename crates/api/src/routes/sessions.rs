@@ -60,7 +60,16 @@ pub async fn create_session(
     if body.code.is_empty() || body.code.len() > 128 || !body.code.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::invalid("invalid_login_code", "code must be the value wx.login returned"));
     }
-    let session = state.weixin.jscode2session(&app.appid, &app.secret, &body.code).await.map_err(|e| match &e {
+    let answer = state.weixin.jscode2session(&app.appid, &app.secret, &body.code).await;
+    let outcome = match &answer {
+        Ok(_) => "success",
+        Err(WeixinError::Api { kind: ApiErrorKind::Busy, .. } | WeixinError::Transport(_) | WeixinError::Decode(_)) => {
+            "unknown"
+        }
+        Err(_) => "failed",
+    };
+    state.metrics.upstream.with_label_values(&["sns/jscode2session", outcome]).inc();
+    let session = answer.map_err(|e| match &e {
         WeixinError::Api { kind: ApiErrorKind::InvalidCode | ApiErrorKind::CodeUsed, .. } => {
             ApiError::invalid("invalid_login_code", "WeChat refused the login code (invalid, expired or used)")
         }
