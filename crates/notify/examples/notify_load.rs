@@ -64,8 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let concurrency: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(32);
     let dup = args.iter().any(|a| a == "dup");
     let direct = args.iter().any(|a| a == "direct");
-    let pool_size: u32 =
-        args.iter().find_map(|a| a.strip_prefix("pool=")).map(str::parse).transpose()?.unwrap_or(16);
+    let pool_size: u32 = args.iter().find_map(|a| a.strip_prefix("pool=")).map(str::parse).transpose()?.unwrap_or(16);
     let admin = std::env::var("DATABASE_URL").map_err(|_| "set DATABASE_URL to an admin postgres URL")?;
 
     let name = format!("notify_bench_{}", std::process::id());
@@ -74,14 +73,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = minipay_testkit::with_database(&admin, &name);
     let pool = PgPoolOptions::new().max_connections(pool_size).connect(&url).await?;
     minipay_store::db::migrate(&pool).await?;
-    sqlx::query("INSERT INTO apps (appid, mch_id) VALUES ($1, $2)").bind(DEMO_APPID).bind(DEMO_MCH_ID).execute(&pool).await?;
-    // Orders belong to an API client, so every payment also queues a webhook, as in production.
-    let client = uuid::Uuid::new_v4();
-    sqlx::query("INSERT INTO api_clients (id, name, role, key_hash, key_prefix) VALUES ($1, 'bench', 'client', $2, 'b')")
-        .bind(client)
-        .bind(client.simple().to_string())
+    sqlx::query("INSERT INTO apps (appid, mch_id) VALUES ($1, $2)")
+        .bind(DEMO_APPID)
+        .bind(DEMO_MCH_ID)
         .execute(&pool)
         .await?;
+    // Orders belong to an API client, so every payment also queues a webhook, as in production.
+    let client = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO api_clients (id, name, role, key_hash, key_prefix) VALUES ($1, 'bench', 'client', $2, 'b')",
+    )
+    .bind(client)
+    .bind(client.simple().to_string())
+    .execute(&pool)
+    .await?;
     sqlx::query(
         "INSERT INTO orders (out_trade_no, appid, mch_id, client_id, openid, amount, description, status, expires_at)
          SELECT 'bench-' || lpad(i::text, 8, '0'), $1, $2, $5, $3, 100 + i % 1000, 'bench', 'prepaid',
@@ -114,7 +119,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
 
-    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).timeout(Duration::from_secs(30)).build()?;
+    let http =
+        reqwest::Client::builder().pool_max_idle_per_host(concurrency).timeout(Duration::from_secs(30)).build()?;
     // `direct` mode uses its own pool, on this runtime.
     let direct_pool = PgPoolOptions::new().max_connections(pool_size).connect(&url).await?;
     let next = Arc::new(AtomicUsize::new(0));
@@ -179,7 +185,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         metrics.count("payment", "applied"),
         metrics.count("payment", "duplicate"),
     );
-    println!("check: orders paid {paid}/{n}, payment postings {postings}, duplicate postings {dups}, unbalanced {unbalanced}");
+    println!(
+        "check: orders paid {paid}/{n}, payment postings {postings}, duplicate postings {dups}, unbalanced {unbalanced}"
+    );
     sqlx::raw_sql(AssertSqlSafe(format!(r#"DROP DATABASE "{name}" WITH (FORCE)"#))).execute(&mut conn).await?;
     if paid != n as i64 || postings != n as i64 || dups != 0 || unbalanced != 0 || failures != 0 {
         return Err("the benchmark's result check failed".into());
@@ -187,8 +195,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// What the service does for one notification, minus HTTP: decode, verify, and the
-/// settlement transaction (raw notification + apply_payment).
+/// What the service does for one notification, minus HTTP: decode, verify, then the
+/// one-statement path or, when it does not apply, the settlement transaction.
 async fn settle_directly(pool: &sqlx::PgPool, body: &str) -> bool {
     use minipay_store::notifications::{self, NewNotification, NotificationKind};
     use minipay_store::settle::{self, PaymentApplied, PaymentFacts, Source};
@@ -211,20 +219,20 @@ async fn settle_directly(pool: &sqlx::PgPool, body: &str) -> bool {
     };
     let fields: serde_json::Value = p.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
     let run = async {
+        let n = NewNotification {
+            kind: NotificationKind::Payment,
+            mch_id: &facts.mch_id,
+            appid: Some(&facts.appid),
+            reference: &facts.out_trade_no,
+            body,
+            fields,
+            expected_outcome: "applied",
+        };
+        if settle::apply_notified_payment(&mut *pool.acquire().await?, &n, &facts).await?.is_some() {
+            return Ok(true);
+        }
         let mut tx = pool.begin().await?;
-        let stored = notifications::record(
-            &mut tx,
-            &NewNotification {
-                kind: NotificationKind::Payment,
-                mch_id: &facts.mch_id,
-                appid: Some(&facts.appid),
-                reference: &facts.out_trade_no,
-                body,
-                fields,
-                expected_outcome: "applied",
-            },
-        )
-        .await?;
+        let stored = notifications::record(&mut tx, &n).await?;
         let facts = PaymentFacts { source: Source::Notification { notification_id: stored.id }, ..facts.clone() };
         let applied = settle::apply_payment(&mut tx, &facts).await?;
         // Diagnostics: what one more round trip per notification costs.
@@ -232,7 +240,10 @@ async fn settle_directly(pool: &sqlx::PgPool, body: &str) -> bool {
             sqlx::query("SELECT 1").execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok::<_, minipay_store::StoreError>(matches!(applied, PaymentApplied::Applied { .. } | PaymentApplied::AlreadyApplied))
+        Ok::<_, minipay_store::StoreError>(matches!(
+            applied,
+            PaymentApplied::Applied { .. } | PaymentApplied::AlreadyApplied
+        ))
     };
     run.await.unwrap_or(false)
 }
