@@ -309,6 +309,11 @@ impl TestApp {
         self.get(&format!("/v1/refunds/{out_refund_no}")).await
     }
 
+    /// `GET /v1/webhooks` with a query string (`""`, `"?status=dead"`, …).
+    pub async fn list_webhooks(&self, query: &str) -> ApiResponse {
+        self.get(&format!("/v1/webhooks{query}")).await
+    }
+
     // ----- the sandbox and waiting ---------------------------------------------------------
 
     /// Pays an order in the sandbox as the user would (WeChat then notifies us).

@@ -82,6 +82,16 @@ async fn login_order_pay_refund_webhooks() {
     let (attempts,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM webhook_attempts").fetch_one(app.pool()).await.unwrap();
     assert_eq!(attempts, 3);
+    // …and visible to the client through the API.
+    let listed = app.list_webhooks("").await;
+    let events = listed.expect(200)["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 3);
+    for e in &events {
+        assert_eq!(e["status"], "delivered");
+        assert_eq!(e["recent_attempts"][0]["http_status"], 200);
+    }
+    let others = app.get_as(Some(&app.keys.other_client), "/v1/webhooks").await;
+    assert_eq!(others.expect(200)["events"].as_array().unwrap().len(), 0, "a client sees only its own events");
 
     app.assert_ledger_balanced().await;
 }

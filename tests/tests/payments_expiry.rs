@@ -96,5 +96,12 @@ async fn webhooks_retry_with_backoff_then_die() {
     .unwrap();
     assert_eq!((status.as_str(), attempts), ("dead", 3));
     assert_eq!(app.received_webhooks().len(), 3, "every attempt reached the receiver");
+    let dead = app.list_webhooks("?status=dead").await;
+    let event = &dead.expect(200)["events"][0];
+    assert_eq!(
+        (event["attempts"].as_i64(), event["last_error"].as_str()),
+        (Some(3), Some("HTTP 500 Internal Server Error"))
+    );
+    assert_eq!(event["recent_attempts"].as_array().unwrap().len(), 3);
     app.assert_ledger_balanced().await;
 }

@@ -71,6 +71,7 @@ pub const ROUTE_MODULES: &[RouteModule] = &[
     RouteModule::new("sessions", routes::sessions::configure, routes::sessions::openapi),
     RouteModule::new("orders", routes::orders::configure, routes::orders::openapi),
     RouteModule::new("refunds", routes::refunds::configure, routes::refunds::openapi),
+    RouteModule::new("webhooks", routes::webhooks::configure, routes::webhooks::openapi),
     RouteModule::new("payouts", routes::payouts::configure, routes::payouts::openapi),
     RouteModule::new("redpacks", routes::redpacks::configure, routes::redpacks::openapi),
     RouteModule::new("reconciliations", routes::reconciliations::configure, routes::reconciliations::openapi),

@@ -32,6 +32,7 @@ pub mod redpacks;
 pub mod refunds;
 pub mod settle;
 pub mod users;
+pub mod webhook_log;
 pub mod webhooks;
 
 pub use db::MIGRATOR;

@@ -8,3 +8,4 @@ pub mod reconciliations;
 pub mod redpacks;
 pub mod refunds;
 pub mod sessions;
+pub mod webhooks;
