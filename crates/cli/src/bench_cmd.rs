@@ -142,11 +142,17 @@ async fn bench_reconcile(b: &ReconcileBench) -> anyhow::Result<()> {
         trigger: Trigger::Bench,
         rerun: true,
     };
+    let data_dir: Option<String> =
+        sqlx::query_scalar("SELECT current_setting('data_directory')").fetch_one(&pool).await.ok();
+    let pg_before = data_dir.as_deref().and_then(server_cpu_ticks);
+    let me_before = cpu_ticks(std::process::id());
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let start = Instant::now();
     let outcome = r.run(&req).await?;
     let wall = start.elapsed();
     let peak = vm_hwm_kib();
+    let me_cpu = cpu_ticks(std::process::id()).zip(me_before).map(|(a, b)| a.saturating_sub(b));
+    let pg_cpu = data_dir.as_deref().and_then(server_cpu_ticks).zip(pg_before).map(|(a, b)| a.saturating_sub(b));
     let RunOutcome::Completed(report) = outcome else {
         anyhow::bail!("the run did not complete: {outcome:?}");
     };
@@ -155,6 +161,19 @@ async fn bench_reconcile(b: &ReconcileBench) -> anyhow::Result<()> {
     println!("rows: {}  bill file: {} bytes ({})", b.rows, bill_bytes, if b.plain { "plain" } else { "gzip" });
     println!("steps (ms): {:?}", report.timings_ms);
     println!("wall: {:.2} s", wall.as_secs_f64());
+    // CPU seconds spent, which the other work on a shared machine does not inflate the way
+    // it inflates wall time: this process, and the Postgres server when it runs locally.
+    let secs = |t: u64| t as f64 / 100.0;
+    match (me_cpu, pg_cpu) {
+        (Some(me), Some(pg)) => {
+            println!("cpu: this process {:.2} s, postgres {:.2} s (total {:.2} s)", secs(me), secs(pg), secs(me + pg))
+        }
+        (Some(me), None) => println!("cpu: this process {:.2} s (postgres not local)", secs(me)),
+        _ => {}
+    }
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average after the run: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    }
     match peak {
         Some(kib) => println!(
             "peak RSS: {:.1} MiB ({})",
@@ -196,6 +215,35 @@ fn shape_count(s: &Shape, which: u64) -> u64 {
 
 fn refund_count(s: &Shape, which: u64) -> u64 {
     (0..s.refunds).filter(|j| plant(*j) == which).count() as u64
+}
+
+/// utime + stime of a process, in clock ticks (100 per second on Linux).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields are counted after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU ticks of every process of the local Postgres server whose data directory is `dir`
+/// (the postmaster and its children: backends, WAL writer, checkpointer…).
+fn server_cpu_ticks(dir: &str) -> Option<u64> {
+    let pid_file = std::fs::read_to_string(std::path::Path::new(dir).join("postmaster.pid")).ok()?;
+    let postmaster: u32 = pid_file.lines().next()?.trim().parse().ok()?;
+    let mut total = cpu_ticks(postmaster)?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(close) = stat.rfind(')') else { continue };
+        let ppid = stat[close + 2..].split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(postmaster) {
+            // Children that exit during the run take their ticks with them; backends of our
+            // pool live for the whole run.
+            total += cpu_ticks(pid).unwrap_or(0);
+        }
+    }
+    Some(total)
 }
 
 fn vm_hwm_kib() -> Option<u64> {
