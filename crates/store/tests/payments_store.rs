@@ -1,0 +1,120 @@
+//! Store functions behind the payments API: idempotency keys, orders' transitions, refund
+//! reservations.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use minipay_store::clients::{self, Role};
+use minipay_store::domain::OrderStatus;
+use minipay_store::idempotency::{self, Begin, KeyedRequest};
+use minipay_store::orders::{self, NewOrder};
+use minipay_store::refunds::{self, CreateError};
+use minipay_store::{Fen, StoreError};
+use minipay_testkit::TestDb;
+
+async fn setup(db: &TestDb) -> uuid::Uuid {
+    minipay_store::users::upsert_app(&db.pool, "wx1", "1900000109").await.unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    clients::create(&mut conn, "shop", Role::Client, None).await.unwrap().client.id
+}
+
+fn new_order(no: &str, client: uuid::Uuid) -> NewOrder<'_> {
+    NewOrder {
+        out_trade_no: no,
+        appid: "wx1",
+        mch_id: "1900000109",
+        client_id: Some(client),
+        openid: "openid-1",
+        amount: Fen::new(1000),
+        description: "d",
+        attach: None,
+        sign_type: "MD5",
+        expires_at: Utc::now() + chrono::Duration::hours(1),
+    }
+}
+
+#[tokio::test]
+async fn idempotency_keys_start_replay_refuse_and_take_over() {
+    let db = TestDb::new().await;
+    let client = setup(&db).await;
+    let req = KeyedRequest { client_id: client, key: "k1", method: "POST", path: "/v1/orders", request_hash: "h1" };
+    let long = Duration::from_secs(60);
+    assert_eq!(idempotency::begin(&db.pool, &req, long).await.unwrap(), Begin::Started);
+    assert_eq!(idempotency::begin(&db.pool, &req, long).await.unwrap(), Begin::InProgress);
+    let other = KeyedRequest { request_hash: "h2", ..req };
+    assert_eq!(idempotency::begin(&db.pool, &other, long).await.unwrap(), Begin::Mismatch);
+    let body = serde_json::json!({"ok": true});
+    idempotency::complete(&db.pool, client, "k1", 201, &body).await.unwrap();
+    assert_eq!(idempotency::begin(&db.pool, &req, long).await.unwrap(), Begin::Replay { status: 201, body });
+
+    // A claim whose request never finished is taken over once it is old enough.
+    let req2 = KeyedRequest { key: "k2", ..req };
+    assert_eq!(idempotency::begin(&db.pool, &req2, long).await.unwrap(), Begin::Started);
+    assert_eq!(idempotency::begin(&db.pool, &req2, Duration::ZERO).await.unwrap(), Begin::Started);
+    idempotency::release(&db.pool, client, "k2").await.unwrap();
+    assert_eq!(idempotency::begin(&db.pool, &req2, long).await.unwrap(), Begin::Started, "released: runs again");
+}
+
+#[tokio::test]
+async fn orders_follow_their_transitions() {
+    let db = TestDb::new().await;
+    let client = setup(&db).await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let o = orders::insert(&mut conn, &new_order("o-1", client)).await.unwrap();
+    assert_eq!(o.status, OrderStatus::Created);
+    assert!(matches!(orders::insert(&mut conn, &new_order("o-1", client)).await, Err(StoreError::Conflict(_))));
+    assert!(orders::mark_prepaid(&mut *conn, "o-1", "wx-prepay").await.unwrap());
+    let o = orders::find(&mut *conn, "o-1").await.unwrap().unwrap();
+    assert_eq!((o.status, o.prepay_id.as_deref()), (OrderStatus::Prepaid, Some("wx-prepay")));
+    orders::set_closed(&mut conn, &o).await.unwrap();
+    assert!(!orders::mark_prepaid(&mut *conn, "o-1", "wx-other").await.unwrap(), "a closed order stays closed");
+    let o = orders::find(&mut *conn, "o-1").await.unwrap().unwrap();
+    assert!(matches!(orders::set_failed(&mut conn, &o, "x").await, Err(StoreError::InvalidTransition { .. })));
+    // Expired open orders come one at a time, skipping ones queried recently.
+    orders::insert(&mut conn, &new_order("o-2", client)).await.unwrap();
+    let later = Utc::now() + chrono::Duration::hours(2);
+    let due = orders::lock_next_expired(&mut conn, later, later).await.unwrap().unwrap();
+    assert_eq!(due.out_trade_no, "o-2");
+    orders::mark_queried(&mut *conn, due.id).await.unwrap();
+    assert!(
+        orders::lock_next_expired(&mut conn, later, Utc::now() - chrono::Duration::seconds(30))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn refunds_reserve_and_release() {
+    let db = TestDb::new().await;
+    let client = setup(&db).await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    orders::insert(&mut conn, &new_order("o-r", client)).await.unwrap();
+    // Paid directly for the test (the real path is settle::apply_payment).
+    sqlx::query("UPDATE orders SET status = 'paid', transaction_id = 't1', paid_at = now() WHERE out_trade_no = 'o-r'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    let o = orders::lock(&mut tx, "o-r").await.unwrap().unwrap();
+    let r1 = refunds::create_pending(&mut tx, &o, "r-1", Fen::new(700), None, Some(client)).await.unwrap();
+    let o = orders::lock(&mut tx, "o-r").await.unwrap().unwrap();
+    assert_eq!(o.refundable(), Fen::new(300));
+    let over = refunds::create_pending(&mut tx, &o, "r-2", Fen::new(301), None, Some(client)).await;
+    assert!(matches!(over, Err(CreateError::ExceedsRefundable { refundable }) if refundable == Fen::new(300)));
+    let taken = refunds::create_pending(&mut tx, &o, "r-1", Fen::new(1), None, Some(client)).await;
+    assert!(matches!(taken, Err(CreateError::NumberTaken(_))));
+    tx.commit().await.unwrap();
+    // WeChat refuses r-1: its 700 are free again.
+    let mut tx = db.pool.begin().await.unwrap();
+    refunds::set_failed(&mut tx, &r1, "NOTENOUGH", "余额不足").await.unwrap();
+    tx.commit().await.unwrap();
+    let o = orders::find(&db.pool, "o-r").await.unwrap().unwrap();
+    assert_eq!(o.refunded_amount, Fen::ZERO);
+    let r1 = refunds::find(&db.pool, "r-1").await.unwrap().unwrap();
+    assert_eq!(r1.failure_code.as_deref(), Some("NOTENOUGH"));
+    // The database itself refuses reserving more than the amount, whatever the caller does.
+    let direct =
+        sqlx::query("UPDATE orders SET refunded_amount = 1001 WHERE out_trade_no = 'o-r'").execute(&db.pool).await;
+    assert!(direct.is_err());
+}
