@@ -350,6 +350,18 @@ async fn every_planted_discrepancy_is_found_and_nothing_else() {
     let p5 = first.iter().find(|d| d.reference == "P5").unwrap();
     assert_eq!(p5.status, "resolved");
 
+    // Prometheus: last success per merchant, discrepancies by category.
+    let families = prometheus::gather();
+    let family = |name: &str| families.iter().find(|f| f.name() == name).unwrap_or_else(|| panic!("{name}"));
+    assert!(
+        family("minipay_reconcile_last_success_timestamp_seconds").get_metric().iter().any(|m| m
+            .get_label()
+            .iter()
+            .any(|l| l.value() == MCH)
+            && m.get_gauge().value() > 0.0)
+    );
+    assert!(!family("minipay_reconcile_discrepancies").get_metric().is_empty());
+
     // Stored report = returned report.
     let stored = recon::get_run(&mut c, report.run_id).await.unwrap().unwrap();
     assert_eq!(stored.status, "completed");
