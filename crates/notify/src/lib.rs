@@ -144,3 +144,22 @@ impl Application {
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merchant_key_is_found_only_with_one_of_its_own_apps() {
+        let m = Merchants {
+            keys: [("1900000109".to_owned(), ApiKey::new("k1")), ("1900000110".to_owned(), ApiKey::new("k2"))].into(),
+            apps: [("wxapp1".to_owned(), "1900000109".to_owned()), ("wxapp2".to_owned(), "1900000110".to_owned())]
+                .into(),
+        };
+        assert_eq!(m.key_for("1900000109", Some("wxapp1")).map(ApiKey::expose), Some("k1"));
+        assert_eq!(m.key_for("1900000109", None).map(ApiKey::expose), Some("k1"));
+        assert!(m.key_for("1900000109", Some("wxapp2")).is_none(), "another merchant's app");
+        assert!(m.key_for("1900000109", Some("wxunknown")).is_none());
+        assert!(m.key_for("1234", Some("wxapp1")).is_none());
+    }
+}

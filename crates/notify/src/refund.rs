@@ -19,6 +19,7 @@ use crate::State;
 use crate::body::{self, Body};
 use crate::outcome::{Handled, finish};
 
+#[tracing::instrument(name = "notification", skip_all, fields(kind = "refund"))]
 pub async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
     let started = Instant::now();
     let handled = match body::read(&req, payload, state.max_body_bytes).await {
