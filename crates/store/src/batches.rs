@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::domain::OpenId;
 use crate::payout_limits::Limits;
 use crate::payouts::{self, BatchPlace, NewPayout, Payout, PayoutError, client_actor};
+use crate::sendable;
 use crate::{Fen, StoreError, audit};
 
 /// One parsed CSV row.
@@ -218,16 +219,6 @@ async fn lock(conn: &mut PgConnection, id: i64) -> Result<(Batch, Vec<Payout>), 
     Ok((batch, payouts))
 }
 
-fn check_decider(batch: &Batch, who: Uuid, action: &'static str) -> Result<(), PayoutError> {
-    if who == batch.created_by {
-        return Err(PayoutError::MakerChecker);
-    }
-    if batch.status != BatchStatus::PendingApproval {
-        return Err(PayoutError::WrongState { action, status: batch.status.as_str().into() });
-    }
-    Ok(())
-}
-
 /// Approves every row of a pending batch (limits re-checked per row), or none: on `Err`
 /// the caller rolls back.
 pub async fn approve(
@@ -238,7 +229,7 @@ pub async fn approve(
     now: DateTime<Utc>,
 ) -> Result<(Batch, Vec<Payout>), BatchError> {
     let (batch, rows) = lock(conn, id).await?;
-    check_decider(&batch, approver, "approve")?;
+    sendable::check_decider(approver, batch.created_by, batch.status.as_str(), "approve")?;
     let mut errors = Vec::new();
     let mut approved = Vec::with_capacity(rows.len());
     for p in &rows {
@@ -290,7 +281,7 @@ pub async fn reject(
     now: DateTime<Utc>,
 ) -> Result<Batch, BatchError> {
     let (batch, rows) = lock(conn, id).await?;
-    check_decider(&batch, approver, "reject")?;
+    sendable::check_decider(approver, batch.created_by, batch.status.as_str(), "reject")?;
     for p in &rows {
         payouts::reject_locked(conn, p, approver, reason, now).await?;
     }

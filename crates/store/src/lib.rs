@@ -30,6 +30,7 @@ pub mod payouts;
 pub mod recon;
 pub mod redpacks;
 pub mod refunds;
+mod sendable;
 pub mod settle;
 pub mod users;
 pub mod webhook_log;

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::domain::{OpenId, State, check_transition, mask};
 use crate::ledger::{self, Kind, Movement};
 use crate::payout_limits::{self, Holding, Limits, Product, RuleError, RuleViolation, shanghai_day};
+use crate::sendable::{self, Table};
 use crate::{Fen, StoreError, audit, webhooks};
 
 /// A payout's life:
@@ -341,12 +342,7 @@ pub async fn create(
 
 /// Loads and locks a payout for a state change.
 async fn lock(conn: &mut PgConnection, id: i64) -> Result<Payout, PayoutError> {
-    let row = sqlx::query("SELECT * FROM payouts WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| PayoutError::NotFound(format!("payout {id}")))?;
-    Ok(Payout::from_row(&row)?)
+    Ok(Payout::from_row(&sendable::lock(conn, Table::Payouts, id).await?)?)
 }
 
 /// Approves a pending request: a different key than its creator's, limits checked again
@@ -374,23 +370,8 @@ pub(crate) async fn approve_locked(
     limits: &Limits,
     now: DateTime<Utc>,
 ) -> Result<Payout, PayoutError> {
-    if approver == p.created_by {
-        return Err(PayoutError::MakerChecker);
-    }
-    if p.status != PayoutStatus::PendingApproval {
-        return Err(PayoutError::WrongState { action: "approve", status: p.status.as_str().into() });
-    }
-    let day = payout_limits::recheck_for_approval(conn, &p.holding(), limits, shanghai_day(now)).await?;
-    let row = sqlx::query(
-        "UPDATE payouts SET status = 'approved', approved_by = $2, approved_at = $3, next_attempt_at = $3, limit_day = $4
-         WHERE id = $1 RETURNING *",
-    )
-    .bind(p.id)
-    .bind(approver)
-    .bind(now)
-    .bind(day)
-    .fetch_one(&mut *conn)
-    .await?;
+    sendable::check_decider(approver, p.created_by, p.status.as_str(), "approve")?;
+    let row = sendable::approve(conn, Table::Payouts, p.id, &p.holding(), approver, limits, now).await?;
     audit::record(
         conn,
         &client_actor(approver),
@@ -426,23 +407,8 @@ pub(crate) async fn reject_locked(
     reason: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Payout, PayoutError> {
-    if approver == p.created_by {
-        return Err(PayoutError::MakerChecker);
-    }
-    if p.status != PayoutStatus::PendingApproval {
-        return Err(PayoutError::WrongState { action: "reject", status: p.status.as_str().into() });
-    }
-    payout_limits::release(conn, &p.holding()).await?;
-    let row = sqlx::query(
-        "UPDATE payouts SET status = 'rejected', rejected_by = $2, rejected_at = $3, reject_reason = $4, finished_at = $3
-         WHERE id = $1 RETURNING *",
-    )
-    .bind(p.id)
-    .bind(approver)
-    .bind(now)
-    .bind(reason)
-    .fetch_one(&mut *conn)
-    .await?;
+    sendable::check_decider(approver, p.created_by, p.status.as_str(), "reject")?;
+    let row = sendable::reject(conn, Table::Payouts, p.id, &p.holding(), approver, reason, now).await?;
     audit::record(
         conn,
         &client_actor(approver),
@@ -508,8 +474,8 @@ pub struct Claimed {
     pub from: PayoutStatus,
 }
 
-/// Claims the next payout that needs a call — approved, unknown and due, or left in
-/// `sending` by a sender whose lease ran out — and commits nothing: the caller records the
+/// Claims the next payout that needs a call (approved, unknown and due, or left in
+/// `sending` by a sender whose lease ran out) and commits nothing: the caller records the
 /// attempt in the same transaction and commits before calling WeChat. `SKIP LOCKED` lets
 /// any number of senders run side by side.
 pub async fn claim_next(
@@ -517,29 +483,8 @@ pub async fn claim_next(
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> Result<Option<Claimed>, StoreError> {
-    let row = sqlx::query(
-        "WITH due AS (
-             SELECT id, status AS from_status FROM payouts
-             WHERE status = 'approved'
-                OR (status = 'unknown' AND next_attempt_at <= $1)
-                OR (status = 'sending' AND lease_until <= $1)
-             ORDER BY id
-             LIMIT 1
-             FOR UPDATE SKIP LOCKED
-         )
-         UPDATE payouts p SET status = 'sending', lease_until = $2, send_attempts = p.send_attempts + 1
-         FROM due WHERE p.id = due.id
-         RETURNING p.*, due.from_status",
-    )
-    .bind(now)
-    .bind(lease_until)
-    .fetch_optional(conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let from: String = row.try_get("from_status")?;
-    let from = PayoutStatus::parse(&from)
-        .ok_or_else(|| StoreError::Conflict(format!("payout in unexpected state {from:?}")))?;
-    check_transition(from, PayoutStatus::Sending)?;
+    let claimed = sendable::claim_next(conn, Table::Payouts, PayoutStatus::Sending, now, lease_until).await?;
+    let Some((row, from)) = claimed else { return Ok(None) };
     Ok(Some(Claimed { payout: Payout::from_row(&row)?, from }))
 }
 
@@ -607,17 +552,7 @@ pub async fn settle_failed(
         return Ok(Settled::AlreadyFinal);
     }
     check_transition(p.status, PayoutStatus::Failed)?;
-    payout_limits::release(conn, &p.holding()).await?;
-    let row = sqlx::query(
-        "UPDATE payouts SET status = 'failed', failure_code = $2, failure_message = $3, lease_until = NULL,
-                next_attempt_at = NULL, finished_at = now()
-         WHERE id = $1 RETURNING *",
-    )
-    .bind(id)
-    .bind(code)
-    .bind(message)
-    .fetch_one(&mut *conn)
-    .await?;
+    let row = sendable::fail(conn, Table::Payouts, id, &p.holding(), code, message).await?;
     let done = Payout::from_row(&row)?;
     webhooks::enqueue(conn, done.created_by, "payout.failed", &done.partner_trade_no, done.event_payload()).await?;
     audit::record(
@@ -645,14 +580,7 @@ pub async fn mark_unknown(
         // Settled meanwhile by another sender: its answer stands.
         return Ok(Settled::AlreadyFinal);
     }
-    sqlx::query(
-        "UPDATE payouts SET status = 'unknown', last_error = $2, next_attempt_at = $3, lease_until = NULL WHERE id = $1",
-    )
-    .bind(id)
-    .bind(reason)
-    .bind(next_attempt_at)
-    .execute(conn)
-    .await?;
+    sendable::park_unknown(conn, Table::Payouts, id, reason, next_attempt_at).await?;
     Ok(Settled::Changed)
 }
 

@@ -21,6 +21,7 @@ use crate::domain::{OpenId, State, check_transition, mask};
 use crate::ledger::{self, Kind, Movement};
 use crate::payout_limits::{self, Holding, Limits, Product, RuleViolation, shanghai_day};
 use crate::payouts::{PayoutError, Settled, client_actor};
+use crate::sendable::{self, Table};
 use crate::{Fen, StoreError, audit, webhooks};
 
 /// Which WeChat call sends the packet.
@@ -418,12 +419,7 @@ async fn lock(conn: &mut PgConnection, mch_billno: &str) -> Result<Redpack, Payo
 }
 
 async fn lock_id(conn: &mut PgConnection, id: i64) -> Result<Redpack, PayoutError> {
-    let row = sqlx::query("SELECT * FROM redpacks WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| PayoutError::NotFound(format!("red packet {id}")))?;
-    Ok(Redpack::from_row(&row)?)
+    Ok(Redpack::from_row(&sendable::lock(conn, Table::Redpacks, id).await?)?)
 }
 
 /// Approves a pending packet: another key than the creator's; limits checked again.
@@ -435,23 +431,8 @@ pub async fn approve(
     now: DateTime<Utc>,
 ) -> Result<Redpack, PayoutError> {
     let r = lock(conn, mch_billno).await?;
-    if approver == r.created_by {
-        return Err(PayoutError::MakerChecker);
-    }
-    if r.status != RedpackStatus::PendingApproval {
-        return Err(PayoutError::WrongState { action: "approve", status: r.status.as_str().into() });
-    }
-    let day = payout_limits::recheck_for_approval(conn, &r.holding(), &rules.limits, shanghai_day(now)).await?;
-    let row = sqlx::query(
-        "UPDATE redpacks SET status = 'approved', approved_by = $2, approved_at = $3, next_attempt_at = $3, limit_day = $4
-         WHERE id = $1 RETURNING *",
-    )
-    .bind(r.id)
-    .bind(approver)
-    .bind(now)
-    .bind(day)
-    .fetch_one(&mut *conn)
-    .await?;
+    sendable::check_decider(approver, r.created_by, r.status.as_str(), "approve")?;
+    let row = sendable::approve(conn, Table::Redpacks, r.id, &r.holding(), approver, &rules.limits, now).await?;
     audit::record(conn, &client_actor(approver), "redpack.approved", "redpack", mch_billno, json!({})).await?;
     Ok(Redpack::from_row(&row)?)
 }
@@ -465,23 +446,8 @@ pub async fn reject(
     now: DateTime<Utc>,
 ) -> Result<Redpack, PayoutError> {
     let r = lock(conn, mch_billno).await?;
-    if approver == r.created_by {
-        return Err(PayoutError::MakerChecker);
-    }
-    if r.status != RedpackStatus::PendingApproval {
-        return Err(PayoutError::WrongState { action: "reject", status: r.status.as_str().into() });
-    }
-    payout_limits::release(conn, &r.holding()).await?;
-    let row = sqlx::query(
-        "UPDATE redpacks SET status = 'rejected', rejected_by = $2, rejected_at = $3, reject_reason = $4, finished_at = $3
-         WHERE id = $1 RETURNING *",
-    )
-    .bind(r.id)
-    .bind(approver)
-    .bind(now)
-    .bind(reason)
-    .fetch_one(&mut *conn)
-    .await?;
+    sendable::check_decider(approver, r.created_by, r.status.as_str(), "reject")?;
+    let row = sendable::reject(conn, Table::Redpacks, r.id, &r.holding(), approver, reason, now).await?;
     audit::record(
         conn,
         &client_actor(approver),
@@ -547,29 +513,8 @@ pub async fn claim_next(
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> Result<Option<Claimed>, StoreError> {
-    let row = sqlx::query(
-        "WITH due AS (
-             SELECT id, status AS from_status FROM redpacks
-             WHERE status = 'approved'
-                OR (status = 'unknown' AND next_attempt_at <= $1)
-                OR (status = 'sending' AND lease_until <= $1)
-             ORDER BY id
-             LIMIT 1
-             FOR UPDATE SKIP LOCKED
-         )
-         UPDATE redpacks r SET status = 'sending', lease_until = $2, send_attempts = r.send_attempts + 1
-         FROM due WHERE r.id = due.id
-         RETURNING r.*, due.from_status",
-    )
-    .bind(now)
-    .bind(lease_until)
-    .fetch_optional(conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let from: String = row.try_get("from_status")?;
-    let from = RedpackStatus::parse(&from)
-        .ok_or_else(|| StoreError::Conflict(format!("red packet in unexpected state {from:?}")))?;
-    check_transition(from, RedpackStatus::Sending)?;
+    let claimed = sendable::claim_next(conn, Table::Redpacks, RedpackStatus::Sending, now, lease_until).await?;
+    let Some((row, from)) = claimed else { return Ok(None) };
     Ok(Some(Claimed { redpack: Redpack::from_row(&row)?, from }))
 }
 
@@ -719,17 +664,7 @@ async fn fail(
     actor: &str,
 ) -> Result<Settled, PayoutError> {
     check_transition(r.status, RedpackStatus::Failed)?;
-    payout_limits::release(conn, &r.holding()).await?;
-    let row = sqlx::query(
-        "UPDATE redpacks SET status = 'failed', failure_code = $2, failure_message = $3, lease_until = NULL,
-                next_attempt_at = NULL, finished_at = now()
-         WHERE id = $1 RETURNING *",
-    )
-    .bind(r.id)
-    .bind(code)
-    .bind(message)
-    .fetch_one(&mut *conn)
-    .await?;
+    let row = sendable::fail(conn, Table::Redpacks, r.id, &r.holding(), code, message).await?;
     let done = Redpack::from_row(&row)?;
     webhooks::enqueue(conn, done.created_by, "redpack.failed", &done.mch_billno, done.event_payload()).await?;
     audit::record(
@@ -770,14 +705,7 @@ pub async fn mark_unknown(
     if !r.status.can_become(RedpackStatus::Unknown) {
         return Ok(Settled::AlreadyFinal);
     }
-    sqlx::query(
-        "UPDATE redpacks SET status = 'unknown', last_error = $2, next_attempt_at = $3, lease_until = NULL WHERE id = $1",
-    )
-    .bind(id)
-    .bind(reason)
-    .bind(next_attempt_at)
-    .execute(conn)
-    .await?;
+    sendable::park_unknown(conn, Table::Redpacks, id, reason, next_attempt_at).await?;
     Ok(Settled::Changed)
 }
 

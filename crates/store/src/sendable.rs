@@ -1,0 +1,219 @@
+//! What payouts and red packets have in common as requests the sender sends: the
+//! maker-checker rule, approval and rejection with their limit counters, the sender's lease,
+//! parking an uncertain call and a final failure.
+//!
+//! Each rule lives here once; [`crate::payouts`] and [`crate::redpacks`] keep what differs
+//! (their rows, audit lines, webhooks and ledger postings). The two tables have the same
+//! columns for all of this, so each statement is one static string per table (sqlx wants
+//! `&'static str`; no SQL is built at run time).
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::domain::{State, check_transition};
+use crate::payout_limits::{self, Holding, Limits, shanghai_day};
+use crate::payouts::PayoutError;
+
+/// Which table a sendable request lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Table {
+    Payouts,
+    Redpacks,
+}
+
+impl Table {
+    /// The request's name in error messages.
+    fn noun(self) -> &'static str {
+        match self {
+            Table::Payouts => "payout",
+            Table::Redpacks => "red packet",
+        }
+    }
+}
+
+/// Maker-checker and state rule for approving or rejecting anything (a payout, a red packet,
+/// a batch): never by the key that created it, and only while it waits for approval.
+pub(crate) fn check_decider(
+    who: Uuid,
+    created_by: Uuid,
+    status: &'static str,
+    action: &'static str,
+) -> Result<(), PayoutError> {
+    if who == created_by {
+        return Err(PayoutError::MakerChecker);
+    }
+    if status != "pending_approval" {
+        return Err(PayoutError::WrongState { action, status: status.into() });
+    }
+    Ok(())
+}
+
+/// Loads and locks a request by id for a state change.
+pub(crate) async fn lock(conn: &mut PgConnection, table: Table, id: i64) -> Result<PgRow, PayoutError> {
+    let sql = match table {
+        Table::Payouts => "SELECT * FROM payouts WHERE id = $1 FOR UPDATE",
+        Table::Redpacks => "SELECT * FROM redpacks WHERE id = $1 FOR UPDATE",
+    };
+    sqlx::query(sql)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| PayoutError::NotFound(format!("{} {id}", table.noun())))
+}
+
+/// Approves a locked pending request: limits checked again (the amount moves to today's
+/// counters if it was requested on an earlier day), and it becomes due at once.
+pub(crate) async fn approve(
+    conn: &mut PgConnection,
+    table: Table,
+    id: i64,
+    holding: &Holding<'_>,
+    approver: Uuid,
+    limits: &Limits,
+    now: DateTime<Utc>,
+) -> Result<PgRow, PayoutError> {
+    let day = payout_limits::recheck_for_approval(conn, holding, limits, shanghai_day(now)).await?;
+    let sql = match table {
+        Table::Payouts => {
+            "UPDATE payouts SET status = 'approved', approved_by = $2, approved_at = $3, next_attempt_at = $3,
+                                limit_day = $4
+             WHERE id = $1 RETURNING *"
+        }
+        Table::Redpacks => {
+            "UPDATE redpacks SET status = 'approved', approved_by = $2, approved_at = $3, next_attempt_at = $3,
+                                 limit_day = $4
+             WHERE id = $1 RETURNING *"
+        }
+    };
+    Ok(sqlx::query(sql).bind(id).bind(approver).bind(now).bind(day).fetch_one(conn).await?)
+}
+
+/// Rejects a locked pending request and gives its amount back to the limit counters.
+pub(crate) async fn reject(
+    conn: &mut PgConnection,
+    table: Table,
+    id: i64,
+    holding: &Holding<'_>,
+    approver: Uuid,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<PgRow, PayoutError> {
+    payout_limits::release(conn, holding).await?;
+    let sql = match table {
+        Table::Payouts => {
+            "UPDATE payouts SET status = 'rejected', rejected_by = $2, rejected_at = $3, reject_reason = $4,
+                                finished_at = $3
+             WHERE id = $1 RETURNING *"
+        }
+        Table::Redpacks => {
+            "UPDATE redpacks SET status = 'rejected', rejected_by = $2, rejected_at = $3, reject_reason = $4,
+                                 finished_at = $3
+             WHERE id = $1 RETURNING *"
+        }
+    };
+    Ok(sqlx::query(sql).bind(id).bind(approver).bind(now).bind(reason).fetch_one(conn).await?)
+}
+
+/// Claims the next request that needs a call — approved, unknown and due, or left in
+/// `sending` by a sender whose lease ran out — and commits nothing: the caller records the
+/// attempt in the same transaction and commits before calling WeChat. `SKIP LOCKED` lets
+/// any number of senders run side by side. Returns the claimed row and the state it was
+/// claimed from.
+pub(crate) async fn claim_next<S: State>(
+    conn: &mut PgConnection,
+    table: Table,
+    sending: S,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<Option<(PgRow, S)>, StoreError> {
+    let sql = match table {
+        Table::Payouts => {
+            "WITH due AS (
+                 SELECT id, status AS from_status FROM payouts
+                 WHERE status = 'approved'
+                    OR (status = 'unknown' AND next_attempt_at <= $1)
+                    OR (status = 'sending' AND lease_until <= $1)
+                 ORDER BY id
+                 LIMIT 1
+                 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE payouts p SET status = 'sending', lease_until = $2, send_attempts = p.send_attempts + 1
+             FROM due WHERE p.id = due.id
+             RETURNING p.*, due.from_status"
+        }
+        Table::Redpacks => {
+            "WITH due AS (
+                 SELECT id, status AS from_status FROM redpacks
+                 WHERE status = 'approved'
+                    OR (status = 'unknown' AND next_attempt_at <= $1)
+                    OR (status = 'sending' AND lease_until <= $1)
+                 ORDER BY id
+                 LIMIT 1
+                 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE redpacks r SET status = 'sending', lease_until = $2, send_attempts = r.send_attempts + 1
+             FROM due WHERE r.id = due.id
+             RETURNING r.*, due.from_status"
+        }
+    };
+    let row = sqlx::query(sql).bind(now).bind(lease_until).fetch_optional(conn).await?;
+    let Some(row) = row else { return Ok(None) };
+    let from: String = row.try_get("from_status")?;
+    let from = S::parse(&from)
+        .ok_or_else(|| StoreError::Conflict(format!("{} in unexpected state {from:?}", table.noun())))?;
+    check_transition(from, sending)?;
+    Ok(Some((row, from)))
+}
+
+/// WeChat said, finally, that nothing was sent: the row becomes `failed` and its amount
+/// goes back to the limit counters. The caller has locked the row and checked the transition.
+pub(crate) async fn fail(
+    conn: &mut PgConnection,
+    table: Table,
+    id: i64,
+    holding: &Holding<'_>,
+    code: &str,
+    message: &str,
+) -> Result<PgRow, PayoutError> {
+    payout_limits::release(conn, holding).await?;
+    let sql = match table {
+        Table::Payouts => {
+            "UPDATE payouts SET status = 'failed', failure_code = $2, failure_message = $3, lease_until = NULL,
+                    next_attempt_at = NULL, finished_at = now()
+             WHERE id = $1 RETURNING *"
+        }
+        Table::Redpacks => {
+            "UPDATE redpacks SET status = 'failed', failure_code = $2, failure_message = $3, lease_until = NULL,
+                    next_attempt_at = NULL, finished_at = now()
+             WHERE id = $1 RETURNING *"
+        }
+    };
+    Ok(sqlx::query(sql).bind(id).bind(code).bind(message).fetch_one(conn).await?)
+}
+
+/// The call may or may not have gone through: park the row as `unknown` until
+/// `next_attempt_at`, when a sender asks WeChat (or repeats the same call). The caller has
+/// locked the row and checked that it may become `unknown`.
+pub(crate) async fn park_unknown(
+    conn: &mut PgConnection,
+    table: Table,
+    id: i64,
+    reason: &str,
+    next_attempt_at: DateTime<Utc>,
+) -> Result<(), PayoutError> {
+    let sql = match table {
+        Table::Payouts => {
+            "UPDATE payouts SET status = 'unknown', last_error = $2, next_attempt_at = $3, lease_until = NULL
+             WHERE id = $1"
+        }
+        Table::Redpacks => {
+            "UPDATE redpacks SET status = 'unknown', last_error = $2, next_attempt_at = $3, lease_until = NULL
+             WHERE id = $1"
+        }
+    };
+    sqlx::query(sql).bind(id).bind(reason).bind(next_attempt_at).execute(conn).await?;
+    Ok(())
+}
