@@ -17,9 +17,9 @@
 //!
 //! Nothing here calls WeChat: the worker's sender does, with the number fixed at creation.
 
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
-use minipay_config::{Config, PayoutsConfig};
+use minipay_config::PayoutsConfig;
 use minipay_store::batches::{self, Batch, BatchError, BatchOwner, BatchRow, RowError};
 use minipay_store::domain::{OpenId, State};
 use minipay_store::payout_limits::Limits;
@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::idempotency::IdempotencyKey;
+use crate::routes::common::{money_request, next_before_id, page_limit, query_filter};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -101,28 +101,6 @@ pub fn payout_error(e: PayoutError) -> ApiError {
             ApiError::conflict("invalid_state", format!("{entity} cannot go from {from} to {to}"))
         }
         PayoutError::Store(s) => s.into(),
-    }
-}
-
-/// The app a request is for: the one named (must be configured), else the default app.
-pub fn resolve_app<'a>(config: &'a Config, appid: Option<&str>) -> Result<&'a minipay_config::AppConfig, ApiError> {
-    match appid {
-        Some(a) => config.app(a),
-        None => config.default_app(),
-    }
-    .ok_or_else(|| ApiError::invalid("unknown_appid", "the appid is not configured (and there is no default app)"))
-}
-
-/// Requests that create money movements must carry an Idempotency-Key.
-pub fn require_idempotency_key(req: &HttpRequest) -> Result<(), ApiError> {
-    if req.extensions().get::<IdempotencyKey>().is_some() {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "idempotency_key_required",
-            "send an Idempotency-Key header: a retried request must not create a second payout",
-        ))
     }
 }
 
@@ -234,9 +212,7 @@ pub async fn create_payout(
     caller: Caller,
     body: web::Json<CreatePayout>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Finance])?;
-    require_idempotency_key(&req)?;
-    let app = resolve_app(&state.config, body.appid.as_deref())?;
+    let app = money_request(&req, &caller, &state.config, body.appid.as_deref())?;
     let openid = parse_openid(&body.openid)?;
     let new = NewPayout {
         mch_id: &app.mch_id,
@@ -333,14 +309,8 @@ pub async fn list_payouts(
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Finance, Role::Approver, Role::Viewer])?;
-    let status = match q.status.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(
-            PayoutStatus::parse(s)
-                .ok_or_else(|| ApiError::invalid("invalid_status", format!("unknown status {s:?}")))?,
-        ),
-    };
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let status = query_filter(q.status.as_deref(), "invalid_status", "status", PayoutStatus::parse)?;
+    let limit = page_limit(q.limit);
     let filter = ListFilter {
         status,
         date: q.date,
@@ -351,7 +321,7 @@ pub async fn list_payouts(
     };
     let mut conn = state.pool.acquire().await?;
     let rows = payouts::list(&mut conn, &filter).await?;
-    let next = if i64::try_from(rows.len()).unwrap_or(0) == limit { rows.last().map(|p| p.id) } else { None };
+    let next = next_before_id(rows.len(), limit, rows.last().map(|p| p.id));
     Ok(HttpResponse::Ok().json(PayoutList { data: rows.iter().map(PayoutView::from).collect(), next_before_id: next }))
 }
 
@@ -529,9 +499,7 @@ pub async fn create_batch(
     q: web::Query<BatchQuery>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Finance])?;
-    require_idempotency_key(&req)?;
-    let app = resolve_app(&state.config, q.appid.as_deref())?;
+    let app = money_request(&req, &caller, &state.config, q.appid.as_deref())?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("invalid_batch", "the CSV must be UTF-8"))?;
     let records = parse_csv(text).map_err(|m| ApiError::invalid("invalid_batch", m))?;
     let parsed = batch_rows(&records);

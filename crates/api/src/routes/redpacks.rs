@@ -27,7 +27,8 @@ use wxpay::jsapi::{SendBizRedPacketParams, send_biz_red_packet_params};
 
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::routes::payouts::{Decision, payout_error, require_idempotency_key, resolve_app};
+use crate::routes::common::{money_request, next_before_id, page_limit, query_filter};
+use crate::routes::payouts::{Decision, payout_error};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -210,9 +211,7 @@ pub async fn create_redpack(
     caller: Caller,
     body: web::Json<CreateRedpack>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Finance])?;
-    require_idempotency_key(&req)?;
-    let app = resolve_app(&state.config, body.appid.as_deref())?;
+    let app = money_request(&req, &caller, &state.config, body.appid.as_deref())?;
     let kind = RedpackKind::parse(&body.kind)
         .ok_or_else(|| ApiError::invalid("invalid_kind", "kind is normal, group or mini_program"))?;
     let openid = OpenId::parse(&body.openid).map_err(|e| ApiError::invalid("invalid_openid", e.to_string()))?;
@@ -314,20 +313,9 @@ pub async fn list_redpacks(
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Finance, Role::Approver, Role::Viewer])?;
-    let status = match q.status.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(
-            RedpackStatus::parse(s)
-                .ok_or_else(|| ApiError::invalid("invalid_status", format!("unknown status {s:?}")))?,
-        ),
-    };
-    let kind = match q.kind.as_deref() {
-        None | Some("") => None,
-        Some(k) => Some(
-            RedpackKind::parse(k).ok_or_else(|| ApiError::invalid("invalid_kind", format!("unknown kind {k:?}")))?,
-        ),
-    };
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let status = query_filter(q.status.as_deref(), "invalid_status", "status", RedpackStatus::parse)?;
+    let kind = query_filter(q.kind.as_deref(), "invalid_kind", "kind", RedpackKind::parse)?;
+    let limit = page_limit(q.limit);
     let filter = ListFilter {
         status,
         kind,
@@ -338,7 +326,7 @@ pub async fn list_redpacks(
     };
     let mut conn = state.pool.acquire().await?;
     let rows = redpacks::list(&mut conn, &filter).await?;
-    let next = if i64::try_from(rows.len()).unwrap_or(0) == limit { rows.last().map(|r| r.id) } else { None };
+    let next = next_before_id(rows.len(), limit, rows.last().map(|r| r.id));
     let data = rows.iter().map(|r| RedpackView::new(r, &state)).collect();
     Ok(HttpResponse::Ok().json(RedpackList { data, next_before_id: next }))
 }
