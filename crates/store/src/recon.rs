@@ -1066,12 +1066,24 @@ pub struct Discrepancy {
 
 /// A run's discrepancies, in a stable order (category, kind, reference).
 pub async fn discrepancies(conn: &mut PgConnection, run_id: i64) -> Result<Vec<Discrepancy>, StoreError> {
+    discrepancies_first(conn, run_id, i64::MAX).await
+}
+
+/// The first `limit` of a run's discrepancies, in the order of [`discrepancies`]: a report
+/// lists a bounded number (a misconfigured merchant can produce a million) while the counts
+/// come from [`category_totals`].
+pub async fn discrepancies_first(
+    conn: &mut PgConnection,
+    run_id: i64,
+    limit: i64,
+) -> Result<Vec<Discrepancy>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT id, run_id, category, kind, reference, transaction_id, our_amount, their_amount, our_status,
                 their_status, our_fee_millifen, their_fee_millifen, detail, status, repaired_at
-           FROM recon_discrepancies WHERE run_id = $1 ORDER BY category, kind, reference",
+           FROM recon_discrepancies WHERE run_id = $1 ORDER BY category, kind, reference LIMIT $2",
     )
     .bind(run_id)
+    .bind(limit)
     .fetch_all(conn)
     .await?)
 }
@@ -1112,13 +1124,16 @@ pub struct CategoryTotal {
     pub our_amount: i64,
     pub their_amount: i64,
     pub repaired: i64,
+    pub open: i64,
 }
 
+/// Counts and amounts per category of a run.
 pub async fn category_totals(conn: &mut PgConnection, run_id: i64) -> Result<Vec<CategoryTotal>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT category, count(*) AS count, coalesce(sum(our_amount), 0)::bigint AS our_amount,
                 coalesce(sum(their_amount), 0)::bigint AS their_amount,
-                count(*) FILTER (WHERE status = 'repaired') AS repaired
+                count(*) FILTER (WHERE status = 'repaired') AS repaired,
+                count(*) FILTER (WHERE status = 'open') AS open
            FROM recon_discrepancies WHERE run_id = $1 GROUP BY category ORDER BY category",
     )
     .bind(run_id)

@@ -418,7 +418,10 @@ impl Reconciler {
             .iter()
             .map(Totals::from)
             .collect();
-        let discrepancies = recon::discrepancies(&mut tx, run_id).await?;
+        let categories = recon::category_totals(&mut tx, run_id).await?;
+        let discrepancies = recon::discrepancies_first(&mut tx, run_id, report::MAX_LISTED + 1).await?;
+        let truncated = discrepancies.len() as i64 > report::MAX_LISTED;
+        let discrepancies: Vec<_> = discrepancies.into_iter().take(report::MAX_LISTED as usize).collect();
         lap("report", &mut timings);
         let report = Report {
             run_id,
@@ -426,13 +429,14 @@ impl Reconciler {
             date: req.date,
             status: "completed".into(),
             empty_day: trade.is_none(),
-            categories: Report::summarise(&discrepancies),
+            categories: Report::summarise(&categories),
             trade_bill: trade_loaded.clone(),
             fund_flow_bill: fund_loaded.clone(),
             totals,
             fee,
             repaired,
             discrepancies,
+            truncated,
             timings_ms: timings,
         };
         let json = serde_json::to_value(&report).map_err(|e| ReconcileError::Internal(e.to_string()))?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::NaiveDate;
-use minipay_store::recon::{Discrepancy, KindTotals};
+use minipay_store::recon::{CategoryTotal, Discrepancy, KindTotals};
 use serde::{Deserialize, Serialize};
 use wxpay::Fen;
 use wxpay::bill::MilliFen;
@@ -16,6 +16,13 @@ use super::load::Loaded;
 /// special case for "none found").
 pub const CATEGORIES: [&str; 6] =
     ["missing_local", "missing_remote", "amount_mismatch", "status_mismatch", "fee_mismatch", "cross_day"];
+
+/// The most discrepancies a report lists (a report is held in memory and stored as one
+/// JSON value).
+pub const MAX_LISTED: i64 = 10_000;
+
+/// The most open items the human summary prints.
+const HUMAN_LISTED: usize = 100;
 
 /// Counts and amounts (fen) of one category.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +87,12 @@ pub struct Report {
     pub totals: Vec<Totals>,
     pub fee: Option<FeeReport>,
     pub repaired: i64,
+    /// The discrepancies, at most [`MAX_LISTED`] of them (all counts are in `categories`;
+    /// the full list is in `recon_discrepancies`).
     pub discrepancies: Vec<Discrepancy>,
+    /// More discrepancies exist than are listed.
+    #[serde(default)]
+    pub truncated: bool,
     /// Wall time of each step in milliseconds (fetch, load_trade, load_fund_flow, match,
     /// repair, report), for operators and the benchmark.
     #[serde(default)]
@@ -88,21 +100,21 @@ pub struct Report {
 }
 
 impl Report {
-    /// Builds the category table from the discrepancy list (every category present).
-    pub fn summarise(discrepancies: &[Discrepancy]) -> BTreeMap<String, CategorySummary> {
+    /// The category table (every category present, zeros included).
+    pub fn summarise(totals: &[CategoryTotal]) -> BTreeMap<String, CategorySummary> {
         let mut m: BTreeMap<String, CategorySummary> =
             CATEGORIES.iter().map(|c| ((*c).to_owned(), CategorySummary::default())).collect();
-        for d in discrepancies {
-            let c = m.entry(d.category.clone()).or_default();
-            c.count += 1;
-            c.our_amount += d.our_amount.unwrap_or(0);
-            c.their_amount += d.their_amount.unwrap_or(0);
-            if d.status == "repaired" {
-                c.repaired += 1;
-            }
-            if d.status == "open" {
-                c.open += 1;
-            }
+        for t in totals {
+            m.insert(
+                t.category.clone(),
+                CategorySummary {
+                    count: t.count,
+                    our_amount: t.our_amount,
+                    their_amount: t.their_amount,
+                    repaired: t.repaired,
+                    open: t.open,
+                },
+            );
         }
         m
     }
@@ -175,7 +187,13 @@ impl Report {
                 f.reference
             );
         }
-        for d in self.discrepancies.iter().filter(|d| d.status == "open" || d.status == "held") {
+        let pending: Vec<&Discrepancy> =
+            self.discrepancies.iter().filter(|d| d.status == "open" || d.status == "held").collect();
+        // The text is for a terminal: the first hundred, the rest are in --json and the API.
+        if pending.len() > HUMAN_LISTED {
+            let _ = writeln!(s, "  (first {HUMAN_LISTED} of the open and held items; --json lists more)");
+        }
+        for d in pending.into_iter().take(HUMAN_LISTED) {
             let amt = |a: Option<i64>| a.map(yuan).unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 s,
