@@ -663,6 +663,11 @@ pub struct MatchParams<'a> {
 
 /// Payments: one hash full join of the day's bill payment rows with our orders paid that day;
 /// only the rows that differ are kept (a temp table dropped at commit).
+///
+/// Our amount (total_fee) is compared with 订单金额, or 应结订单金额 where the layout has no
+/// 订单金额 (legacy bills' 总金额). Guess: without coupons both equal total_fee; we issue none.
+/// The expected fee is amount × rate in thousandths of a fen, rounded half up (guess: WeChat
+/// states the exact product with five decimals, as its sample bills show 0.01 × 0.6 % = 0.00006).
 const PAY_DIFF: &str = "
 CREATE TEMP TABLE recon_pay_diff ON COMMIT DROP AS
 WITH bounds AS (
@@ -760,6 +765,10 @@ SELECT $1, $2, $3,
   FROM c, loaded";
 
 /// Refunds: bill refund rows of the day against our refunds that succeeded that day.
+///
+/// Guess: a refund row is in the bill of the day the refund succeeded. If WeChat books it on
+/// the day it was requested, a refund requested just before midnight that succeeds after it is
+/// reported as cross_day (held, then resolved by the neighbouring bill), not as missing.
 const REF_DIFF: &str = "
 CREATE TEMP TABLE recon_ref_diff ON COMMIT DROP AS
 WITH bounds AS (
