@@ -42,3 +42,33 @@ pub async fn read(req: &HttpRequest, mut payload: web::Payload, limit: usize) ->
     }
     Ok(Body::Complete(buf.freeze()))
 }
+
+/// The front half every callback shares: read the body within the limit, hand a complete
+/// body to `process`, turn an oversize or unreadable body into a rejection, then reply and
+/// count through [`crate::outcome::finish`].
+pub async fn receive<F, Fut>(
+    req: &actix_web::HttpRequest,
+    payload: actix_web::web::Payload,
+    state: &crate::State,
+    kind: minipay_store::notifications::NotificationKind,
+    process: F,
+) -> actix_web::HttpResponse
+where
+    F: FnOnce(actix_web::web::Bytes) -> Fut,
+    Fut: std::future::Future<Output = crate::outcome::Handled>,
+{
+    use crate::outcome::Handled;
+    let started = std::time::Instant::now();
+    let handled = match read(req, payload, state.max_body_bytes).await {
+        Ok(Body::Complete(b)) => process(b).await,
+        Ok(Body::TooLarge { head, size }) => Handled::Reject {
+            reason: "too_large",
+            detail: format!("{size} bytes exceed the {}-byte limit", state.max_body_bytes),
+            status: actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            body: head,
+            size,
+        },
+        Err(e) => Handled::reject("unreadable", e.to_string(), &actix_web::web::Bytes::new()),
+    };
+    crate::outcome::finish(state, req, kind, handled, started).await
+}

@@ -2,9 +2,6 @@
 //! the fields as received → return_code/result_code → facts → one transaction (raw
 //! notification + [`settle::apply_payment`]) → SUCCESS.
 
-use std::time::Instant;
-
-use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use minipay_store::domain::mask;
@@ -15,24 +12,12 @@ use wxpay::api::parse_wechat_time;
 use wxpay::xml::{self, Params};
 
 use crate::State;
-use crate::body::{self, Body};
-use crate::outcome::{Handled, finish};
+use crate::body;
+use crate::outcome::Handled;
 
 #[tracing::instrument(name = "notification", skip_all, fields(kind = "payment"))]
 pub async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
-    let started = Instant::now();
-    let handled = match body::read(&req, payload, state.max_body_bytes).await {
-        Ok(Body::Complete(b)) => process(&state, b).await,
-        Ok(Body::TooLarge { head, size }) => Handled::Reject {
-            reason: "too_large",
-            detail: format!("{size} bytes exceed the {}-byte limit", state.max_body_bytes),
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            body: head,
-            size,
-        },
-        Err(e) => Handled::reject("unreadable", e.to_string(), &Bytes::new()),
-    };
-    finish(&state, &req, NotificationKind::Payment, handled, started).await
+    body::receive(&req, payload, &state, NotificationKind::Payment, |b| process(&state, b)).await
 }
 
 async fn process(state: &State, body: Bytes) -> Handled {

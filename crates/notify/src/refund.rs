@@ -3,9 +3,6 @@
 //! the authentication) → facts → one transaction (raw notification +
 //! [`settle::apply_refund_result`]) → SUCCESS.
 
-use std::time::Instant;
-
-use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use minipay_store::StoreError;
@@ -16,24 +13,12 @@ use wxpay::refund_notify::{RefundNotifyInfo, decrypt_req_info};
 use wxpay::xml::{self, Params};
 
 use crate::State;
-use crate::body::{self, Body};
-use crate::outcome::{Handled, finish};
+use crate::body;
+use crate::outcome::Handled;
 
 #[tracing::instrument(name = "notification", skip_all, fields(kind = "refund"))]
 pub async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
-    let started = Instant::now();
-    let handled = match body::read(&req, payload, state.max_body_bytes).await {
-        Ok(Body::Complete(b)) => process(&state, b).await,
-        Ok(Body::TooLarge { head, size }) => Handled::Reject {
-            reason: "too_large",
-            detail: format!("{size} bytes exceed the {}-byte limit", state.max_body_bytes),
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            body: head,
-            size,
-        },
-        Err(e) => Handled::reject("unreadable", e.to_string(), &Bytes::new()),
-    };
-    finish(&state, &req, NotificationKind::Refund, handled, started).await
+    body::receive(&req, payload, &state, NotificationKind::Refund, |b| process(&state, b)).await
 }
 
 async fn process(state: &State, body: Bytes) -> Handled {
