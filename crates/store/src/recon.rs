@@ -346,21 +346,7 @@ fn text(out: &mut Vec<u8>, s: &str) {
 
 /// Decimal digits without going through `fmt` (six integers per row of a million-row bill).
 fn int(out: &mut Vec<u8>, v: i64) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    let mut n = v.unsigned_abs();
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// A bill time with its offset: WeChat writes Beijing time, UTC+8 (no DST since 1991).

@@ -525,30 +525,12 @@ fn decimal(out: &mut Vec<u8>, v: i128, scale: u32) {
 
 fn digits(out: &mut Vec<u8>, v: u128) {
     // Row amounts fit in u64, whose division is much cheaper than u128's.
-    let mut buf = [0u8; 40];
-    let mut i = buf.len();
-    match u64::try_from(v) {
-        Ok(mut v) => loop {
-            i -= 1;
-            buf[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        },
-        Err(_) => {
-            let mut v = v;
-            loop {
-                i -= 1;
-                buf[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-                if v == 0 {
-                    break;
-                }
-            }
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+    let mut buf = itoa::Buffer::new();
+    let text = match u64::try_from(v) {
+        Ok(v) => buf.format(v),
+        Err(_) => buf.format(v),
+    };
+    out.extend_from_slice(text.as_bytes());
 }
 
 fn time(out: &mut Vec<u8>, t: Option<NaiveDateTime>) {
