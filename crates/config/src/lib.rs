@@ -127,11 +127,21 @@ pub struct DatabaseConfig {
     /// The database URL may carry a password: it is redacted in `Debug`.
     pub url: SecretString,
     pub max_connections: u32,
+    /// Group commit (hot write paths: order creation, payment notifications): the most
+    /// concurrent requests written by one statement. 1 turns grouping off.
+    pub group_max: usize,
+    /// Group commit: statements of one kind running at once (each holds a connection).
+    pub group_in_flight: usize,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: SecretString::from("postgres://minipay@127.0.0.1:5432/minipay"), max_connections: 20 }
+        DatabaseConfig {
+            url: SecretString::from("postgres://minipay@127.0.0.1:5432/minipay"),
+            max_connections: 20,
+            group_max: 64,
+            group_in_flight: 4,
+        }
     }
 }
 
@@ -635,7 +645,7 @@ impl Config {
     /// end-to-end tests run with. Listeners on loopback port 0; `database_url` as given.
     pub fn demo(database_url: &str, sandbox: SandboxEndpoints) -> Config {
         Config {
-            database: DatabaseConfig { url: SecretString::from(database_url.to_owned()), max_connections: 20 },
+            database: DatabaseConfig { url: SecretString::from(database_url.to_owned()), ..DatabaseConfig::default() },
             api: ApiConfig { listen: "127.0.0.1:0".into(), ..ApiConfig::default() },
             notify: NotifyConfig { listen: "127.0.0.1:0".into(), ..NotifyConfig::default() },
             wechat: WechatConfig {
@@ -669,6 +679,9 @@ impl Config {
         self.payouts.validate()?;
         if self.database.max_connections == 0 {
             return invalid("database.max_connections must be at least 1");
+        }
+        if self.database.group_max == 0 || self.database.group_in_flight == 0 {
+            return invalid("database.group_max and database.group_in_flight must be at least 1");
         }
         if self.api.max_body_bytes < 256 {
             return invalid("api.max_body_bytes must be at least 256");

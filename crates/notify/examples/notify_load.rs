@@ -112,7 +112,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "[notify]\nlisten = \"127.0.0.1:0\"\n[[merchants]]\nmch_id = \"{DEMO_MCH_ID}\"\napi_key = \"{DEMO_API_KEY}\"\n\
          [[apps]]\nappid = \"{DEMO_APPID}\"\nmch_id = \"{DEMO_MCH_ID}\"\nsecret = \"bench\"\n"
     );
-    let config = Config::from_toml_with_env(&toml, Vec::new(), Path::new("."))?;
+    let config = Config::from_toml_with_env(
+        &toml,
+        std::env::vars().filter(|(k, _)| k.starts_with("MINIPAY_DATABASE_GROUP")),
+        Path::new("."),
+    )?;
     let app = Application::build(&config, pool.clone()).await?;
     let url_pay = format!("http://127.0.0.1:{}/wxpay/notify/pay", app.port());
     let metrics = app.metrics();
@@ -185,6 +189,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         metrics.count("payment", "applied"),
         metrics.count("payment", "duplicate"),
     );
+    let (groups, grouped) = metrics.groups();
+    if groups > 0 {
+        println!("payment groups: {groups}, {grouped} notifications, mean size {:.1}", grouped / groups as f64);
+    }
     println!(
         "check: orders paid {paid}/{n}, payment postings {postings}, duplicate postings {dups}, unbalanced {unbalanced}"
     );

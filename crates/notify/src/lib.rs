@@ -37,6 +37,8 @@ use std::net::TcpListener;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpResponse, web};
 use minipay_config::Config;
+use minipay_store::group_commit::{self, GroupCommit};
+use minipay_store::settle::{self, NotifiedPayment};
 use sqlx::PgPool;
 use wxpay::ApiKey;
 
@@ -77,6 +79,8 @@ pub(crate) struct State {
     pub max_body_bytes: usize,
     pub rejected_keep: i64,
     pub metrics: Metrics,
+    /// Common-case payments of concurrent notifications, applied a group per statement.
+    pub payments: GroupCommit<NotifiedPayment, bool>,
 }
 
 /// The running notify service.
@@ -98,8 +102,12 @@ impl Application {
     pub fn from_listener(listener: TcpListener, config: &Config, pool: PgPool) -> std::io::Result<Application> {
         let port = listener.local_addr()?.port();
         let metrics = Metrics::new();
+        let limits =
+            group_commit::Limits { max_group: config.database.group_max, in_flight: config.database.group_in_flight };
+        let payments = payment_group(pool.clone(), metrics.clone(), limits);
         let state = web::Data::new(State {
             pool,
+            payments,
             merchants: Merchants::from_config(config),
             max_body_bytes: config.notify.max_body_bytes,
             rejected_keep: config.notify.rejected_keep,
@@ -139,6 +147,28 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// The group commit in front of the payment path (see [`minipay_store::group_commit`]):
+/// `limits` from `[database] group_max / group_in_flight`. A group that cannot run (database
+/// down, a constraint) answers "not applied" for all: each notification then takes the
+/// single path, which reports the error (FAIL) or the repeat on its own.
+fn payment_group(pool: PgPool, metrics: Metrics, limits: group_commit::Limits) -> GroupCommit<NotifiedPayment, bool> {
+    GroupCommit::start("notify.payments", limits, move |items: Vec<NotifiedPayment>| {
+        let pool = pool.clone();
+        let metrics = metrics.clone();
+        async move {
+            metrics.observe_group(items.len());
+            let result = match pool.acquire().await {
+                Ok(mut conn) => settle::apply_notified_payments(&mut conn, &items).await,
+                Err(e) => Err(e.into()),
+            };
+            result.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, size = items.len(), "payment group failed; each notification takes the single path");
+                vec![false; items.len()]
+            })
+        }
+    })
 }
 
 async fn healthz() -> HttpResponse {

@@ -3,7 +3,7 @@
 //! services in one test process do not share counts.
 
 use actix_web::{HttpResponse, web};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 /// The notify service's metrics.
 #[derive(Clone)]
@@ -11,6 +11,7 @@ pub struct Metrics {
     registry: Registry,
     notifications: IntCounterVec,
     seconds: HistogramVec,
+    group_size: Histogram,
 }
 
 impl Default for Metrics {
@@ -33,14 +34,32 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let group_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "minipay_notify_payment_group_size",
+                "Payment notifications applied by one group-commit statement",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+        )
+        .expect("valid metric");
         registry.register(Box::new(notifications.clone())).expect("register once");
         registry.register(Box::new(seconds.clone())).expect("register once");
-        Metrics { registry, notifications, seconds }
+        registry.register(Box::new(group_size.clone())).expect("register once");
+        Metrics { registry, notifications, seconds, group_size }
     }
 
     pub(crate) fn observe(&self, kind: &str, outcome: &str, seconds: f64) {
         self.notifications.with_label_values(&[kind, outcome]).inc();
         self.seconds.with_label_values(&[kind]).observe(seconds);
+    }
+
+    pub(crate) fn observe_group(&self, size: usize) {
+        self.group_size.observe(size as f64);
+    }
+
+    /// Payment groups run so far and the notifications in them (for the benchmark).
+    pub fn groups(&self) -> (u64, f64) {
+        (self.group_size.get_sample_count(), self.group_size.get_sample_sum())
     }
 
     /// How many notifications of `kind` ended with `outcome` (for tests and the benchmark).

@@ -6,7 +6,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use minipay_store::domain::mask;
 use minipay_store::notifications::{self, NewNotification, NotificationKind};
-use minipay_store::settle::{self, PaymentApplied, PaymentFacts, Source};
+use minipay_store::settle::{self, NotifiedPayment, PaymentApplied, PaymentFacts, Source};
 use minipay_store::{Fen, StoreError};
 use wxpay::api::parse_wechat_time;
 use wxpay::xml::{self, Params};
@@ -103,6 +103,14 @@ fn fields_json(p: &Params) -> serde_json::Value {
 }
 
 async fn apply(state: &State, facts: &PaymentFacts, params: &Params, text: &str) -> Result<PaymentApplied, StoreError> {
+    // The common case (first delivery for an open, matching order): grouped with the other
+    // notifications arriving meanwhile, one statement and one commit for the group.
+    let grouped = NotifiedPayment { facts: facts.clone(), body: text.to_owned(), fields: fields_json(params) };
+    if state.payments.submit(grouped).await == Ok(true) {
+        return Ok(PaymentApplied::Applied { late: false });
+    }
+    // Not applied by the group: a repeat, a mismatch, a late payment, or the group failed.
+    // The single path decides, exactly as without grouping.
     let notification = NewNotification {
         kind: NotificationKind::Payment,
         mch_id: &facts.mch_id,
@@ -112,8 +120,6 @@ async fn apply(state: &State, facts: &PaymentFacts, params: &Params, text: &str)
         fields: fields_json(params),
         expected_outcome: "applied",
     };
-    // The common case (first delivery for an open, matching order) in one statement, no
-    // explicit transaction: one round trip to Postgres instead of six.
     {
         let mut conn = state.pool.acquire().await?;
         if settle::apply_notified_payment(&mut conn, &notification, facts).await?.is_some() {

@@ -20,6 +20,7 @@ pub mod batches;
 pub mod clients;
 pub mod db;
 pub mod domain;
+pub mod group_commit;
 pub mod idempotency;
 pub mod ledger;
 pub mod notifications;

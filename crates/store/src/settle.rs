@@ -476,6 +476,180 @@ async fn one_statement(
     Ok((applied == 1).then_some(notification_id.unwrap_or(0)))
 }
 
+/// A verified payment notification for [`apply_notified_payments`]: its facts (source
+/// `Notification`, the id is filled in by the statement), the body as received and the
+/// fields acted on.
+#[derive(Clone, Debug)]
+pub struct NotifiedPayment {
+    pub facts: PaymentFacts,
+    pub body: String,
+    pub fields: Value,
+}
+
+/// The group form of [`apply_notified_payment`] (see [`crate::group_commit`]): keeps the raw
+/// notifications and applies the payments of many notifications in ONE statement, one round
+/// trip and one commit for the group. Answers, per input and in order, whether it was
+/// applied; `false` means nothing was written for it (the order did not qualify for the
+/// common case, or another input of the group names the same order, body or transaction)
+/// and the caller must take the single path ([`apply_notified_payment`], then
+/// [`apply_payment`] in a transaction), which reports repeats, mismatches and late payments.
+///
+/// Rows are locked in id order, so two groups (or a group and a one-row writer) never
+/// deadlock. The same conditions, rows and payloads as the one-statement path: every
+/// qualifying order is paid, posted (`(kind, reference)` key), its webhook queued, its audit
+/// line written and its notification kept, all or nothing for the group. On `Err` nothing
+/// was written, or, if the connection broke during the commit, possibly everything; the
+/// single path then finds the orders paid and answers "already applied", which is correct
+/// either way.
+pub async fn apply_notified_payments(
+    conn: &mut PgConnection,
+    items: &[NotifiedPayment],
+) -> Result<Vec<bool>, StoreError> {
+    use std::collections::HashSet;
+    let mut numbers = HashSet::new();
+    let mut transactions = HashSet::new();
+    let mut bodies = HashSet::new();
+    let mut chosen = Vec::with_capacity(items.len());
+    for (i, it) in items.iter().enumerate() {
+        let f = &it.facts;
+        let sha = notifications::body_sha256(it.body.as_bytes());
+        let plain =
+            f.total_fee.is_positive() && !f.cash_fee.is_some_and(|c| c.get() < 0 || c.get() > f.total_fee.get());
+        // Later copies of the same order, transaction or body wait for the single path,
+        // which runs after this group has committed and sees them as repeats.
+        if plain
+            && numbers.insert(f.out_trade_no.as_str())
+            && transactions.insert(f.transaction_id.as_str())
+            && bodies.insert(sha.clone())
+        {
+            chosen.push((i, sha));
+        }
+    }
+    let mut applied = vec![false; items.len()];
+    if chosen.is_empty() {
+        return Ok(applied);
+    }
+    let n = chosen.len();
+    let (mut no, mut txn, mut at, mut bank, mut cash) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut mch, mut app, mut openid, mut amount) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut debit, mut credit, mut event, mut hook, mut audit_details) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut shas, mut body, mut fields) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for (i, sha) in &chosen {
+        let it = &items[*i];
+        let f = &it.facts;
+        let m = Movement::standard(Kind::Payment, &f.out_trade_no, &f.mch_id, f.total_fee, f.paid_at);
+        no.push(f.out_trade_no.as_str());
+        txn.push(f.transaction_id.as_str());
+        at.push(f.paid_at);
+        bank.push(f.bank_type.as_deref());
+        cash.push(f.cash_fee.map(|c| c.get()));
+        mch.push(f.mch_id.as_str());
+        app.push(f.appid.as_str());
+        openid.push(f.openid.as_str());
+        amount.push(f.total_fee.get());
+        debit.push(m.debit);
+        credit.push(m.credit);
+        event.push(Uuid::new_v4());
+        hook.push(payment_webhook(f, false));
+        audit_details.push(payment_audit(f, false));
+        shas.push(sha.as_str());
+        body.push(it.body.as_str());
+        fields.push(&it.fields);
+    }
+    let done: Vec<(String,)> = sqlx::query_as(
+        "WITH i AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::bigint[], $6::text[],
+                                  $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::uuid[],
+                                  $13::jsonb[], $14::jsonb[], $15::text[], $16::text[], $17::jsonb[])
+                 AS t(out_trade_no, transaction_id, paid_at, bank_type, cash_fee, mch_id, appid, openid, amount,
+                      debit, credit, event_id, webhook, audit, body_sha256, body, fields)
+         ), old AS (
+             SELECT o.id, o.status FROM orders o WHERE o.out_trade_no IN (SELECT out_trade_no FROM i)
+              ORDER BY o.id FOR UPDATE
+         ), upd AS (
+             UPDATE orders o SET status = 'paid', transaction_id = i.transaction_id, paid_at = i.paid_at,
+                    bank_type = i.bank_type, cash_fee = i.cash_fee, last_error = NULL
+               FROM old, i
+              WHERE o.id = old.id AND o.out_trade_no = i.out_trade_no
+                AND old.status IN ('created', 'prepaid') AND o.status IN ('created', 'prepaid')
+                AND o.mch_id = i.mch_id AND o.appid = i.appid AND o.openid = i.openid AND o.amount = i.amount
+                AND NOT EXISTS (SELECT 1 FROM orders c WHERE c.transaction_id = i.transaction_id)
+             RETURNING o.out_trade_no, o.mch_id, o.client_id, old.status AS prev, i.appid AS n_appid,
+                       i.paid_at AS n_paid_at, i.amount AS n_amount, i.debit, i.credit, i.event_id, i.webhook,
+                       i.audit, i.body_sha256, i.body, i.fields
+         ), lt AS (
+             INSERT INTO ledger_transactions (kind, reference, mch_id, occurred_at, memo)
+             SELECT $18, upd.out_trade_no, upd.mch_id, upd.n_paid_at, '' FROM upd
+             ON CONFLICT (kind, reference) DO NOTHING
+             RETURNING id, reference
+         ), le AS (
+             INSERT INTO ledger_entries (transaction_id, account, amount)
+             SELECT lt.id, e.account, e.amount
+               FROM lt JOIN upd ON upd.out_trade_no = lt.reference,
+                    LATERAL (VALUES (upd.debit, upd.n_amount), (upd.credit, -upd.n_amount)) AS e(account, amount)
+         ), wh AS (
+             INSERT INTO webhook_outbox (client_id, event_id, event_type, subject, payload)
+             SELECT upd.client_id, upd.event_id, 'payment.succeeded', upd.out_trade_no, upd.webhook FROM upd
+              WHERE upd.client_id IS NOT NULL
+             ON CONFLICT (event_type, subject) DO NOTHING
+         ), n AS (
+             INSERT INTO wxpay_notifications (kind, mch_id, appid, reference, body_sha256, body, fields, outcome)
+             SELECT 'payment', upd.mch_id, upd.n_appid, upd.out_trade_no, upd.body_sha256, upd.body, upd.fields,
+                    'applied'
+               FROM upd
+             ON CONFLICT (kind, body_sha256) DO UPDATE
+                SET deliveries = wxpay_notifications.deliveries + 1, last_delivered_at = now(), outcome = 'applied'
+             RETURNING id, reference
+         ), au AS (
+             INSERT INTO audit_log (actor, action, subject_type, subject_id, details)
+             SELECT $19, 'order.paid', 'order', upd.out_trade_no,
+                    upd.audit || jsonb_build_object('from', upd.prev)
+                        || CASE WHEN n.id IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('notification_id', n.id) END
+               FROM upd LEFT JOIN n ON n.reference = upd.out_trade_no
+         )
+         SELECT out_trade_no FROM upd",
+    )
+    .bind(&no)
+    .bind(&txn)
+    .bind(&at)
+    .bind(&bank)
+    .bind(&cash)
+    .bind(&mch)
+    .bind(&app)
+    .bind(&openid)
+    .bind(&amount)
+    .bind(&debit)
+    .bind(&credit)
+    .bind(&event)
+    .bind(&hook)
+    .bind(&audit_details)
+    .bind(&shas)
+    .bind(&body)
+    .bind(&fields)
+    .bind(Kind::Payment.as_str())
+    .bind(Source::Notification { notification_id: 0 }.actor())
+    .fetch_all(&mut *conn)
+    .await?;
+    let done: HashSet<String> = done.into_iter().map(|(n,)| n).collect();
+    for (i, _) in &chosen {
+        applied[*i] = done.contains(&items[*i].facts.out_trade_no);
+    }
+    Ok(applied)
+}
+
 /// The `payment.succeeded` webhook payload.
 fn payment_webhook(f: &PaymentFacts, late: bool) -> Value {
     json!({

@@ -355,3 +355,111 @@ async fn the_one_statement_path_and_the_locked_path_write_the_same_records() {
     assert_eq!(from, "prepaid");
     assert_balanced(&db.pool).await;
 }
+
+fn notified(no: &str, amount: i64) -> settle::NotifiedPayment {
+    settle::NotifiedPayment {
+        facts: PaymentFacts { source: Source::Notification { notification_id: 0 }, ..facts(no, amount) },
+        body: format!("<xml><out_trade_no>{no}</out_trade_no><total_fee>{amount}</total_fee></xml>"),
+        fields: serde_json::json!({"out_trade_no": no, "total_fee": amount.to_string()}),
+    }
+}
+
+#[tokio::test]
+async fn a_group_applies_only_the_common_cases_and_leaves_the_rest_to_the_single_path() {
+    let db = TestDb::new().await;
+    let c = client(&db.pool).await;
+    order(&db.pool, "g-1", 100, "prepaid", Some(c)).await;
+    order(&db.pool, "g-2", 200, "created", None).await;
+    order(&db.pool, "g-amount", 300, "prepaid", Some(c)).await;
+    order(&db.pool, "g-closed", 400, "closed", Some(c)).await;
+    order(&db.pool, "g-paid", 500, "prepaid", Some(c)).await;
+    assert_eq!(apply(&db.pool, &facts("g-paid", 500)).await, PaymentApplied::Applied { late: false });
+
+    let mut copy = notified("g-1", 100);
+    copy.body.push(' '); // a redelivery with another body: same order, same transaction
+    let group = vec![
+        notified("g-1", 100),
+        notified("g-2", 200),
+        notified("g-amount", 301), // disagrees: the single path records the anomaly
+        notified("g-closed", 400), // late payment: the single path flags it
+        notified("g-paid", 500),   // a repeat: the single path says already applied
+        notified("g-unknown", 1),  // no such order
+        copy,                      // second copy within the group
+    ];
+    let mut conn = db.pool.acquire().await.unwrap();
+    let applied = settle::apply_notified_payments(&mut conn, &group).await.unwrap();
+    assert_eq!(applied, vec![true, true, false, false, false, false, false]);
+
+    for (no, status) in [("g-1", "paid"), ("g-2", "paid"), ("g-amount", "prepaid"), ("g-closed", "closed")] {
+        assert_eq!(status_of(&db.pool, no).await.0, status, "{no}");
+    }
+    for no in ["g-1", "g-2"] {
+        assert_eq!(ledger::count_postings(&mut conn, Kind::Payment, no).await.unwrap(), 1, "{no}");
+        let kept = count(&db.pool, "SELECT count(*) FROM wxpay_notifications WHERE reference = $1", no).await;
+        assert_eq!(kept, 1, "{no}: the raw notification is kept with its effect");
+        let (details,): (serde_json::Value,) =
+            sqlx::query_as("SELECT details FROM audit_log WHERE subject_id = $1 AND action = 'order.paid'")
+                .bind(no)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        let (nid,): (i64,) = sqlx::query_as("SELECT id FROM wxpay_notifications WHERE reference = $1")
+            .bind(no)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(details["notification_id"], serde_json::json!(nid), "{no}: audit names its notification");
+        assert_eq!(details["source"], "notification");
+    }
+    // g-1 has a client: its webhook is queued; g-2 has none.
+    let hooks = |no: &'static str| count(&db.pool, "SELECT count(*) FROM webhook_outbox WHERE subject = $1", no);
+    assert_eq!(hooks("g-1").await, 1);
+    assert_eq!(hooks("g-2").await, 0);
+    for no in ["g-amount", "g-closed", "g-unknown"] {
+        assert_eq!(ledger::count_postings(&mut conn, Kind::Payment, no).await.unwrap(), 0, "{no}");
+    }
+
+    // The group again (WeChat redelivers everything): nothing more is applied or written.
+    let again = settle::apply_notified_payments(&mut conn, &group).await.unwrap();
+    assert!(again.iter().all(|a| !a), "{again:?}");
+    assert_eq!(ledger::count_postings(&mut conn, Kind::Payment, "g-1").await.unwrap(), 1);
+    assert_eq!(apply(&db.pool, &group[0].facts).await, PaymentApplied::AlreadyApplied);
+    assert_balanced(&db.pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_groups_over_the_same_orders_post_each_payment_once() {
+    let db = TestDb::new().await;
+    let c = client(&db.pool).await;
+    let numbers: Vec<String> = (0..40).map(|i| format!("cg-{i}")).collect();
+    for no in &numbers {
+        order(&db.pool, no, 100, "prepaid", Some(c)).await;
+    }
+    // Eight groups, each over all forty orders in a different order: row locks are taken in
+    // id order, so they neither deadlock nor apply anything twice.
+    let tasks: Vec<_> = (0..8)
+        .map(|k| {
+            let pool = db.pool.clone();
+            let mut group: Vec<_> = numbers.iter().map(|no| notified(no, 100)).collect();
+            group.rotate_left(k * 5);
+            if k % 2 == 1 {
+                group.reverse();
+            }
+            tokio::spawn(async move {
+                let mut conn = pool.acquire().await.unwrap();
+                settle::apply_notified_payments(&mut conn, &group).await.unwrap().iter().filter(|a| **a).count()
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    for t in tasks {
+        applied += t.await.unwrap();
+    }
+    assert_eq!(applied, 40, "each order applied by exactly one group");
+    let (postings,): (i64,) = sqlx::query_as("SELECT count(*) FROM ledger_transactions WHERE kind = 'payment'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(postings, 40);
+    assert_balanced(&db.pool).await;
+}
