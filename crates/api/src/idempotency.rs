@@ -23,7 +23,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, web};
 use futures::StreamExt;
-use minipay_store::idempotency::{self, Begin, KeyedRequest};
+use minipay_store::idempotency::{self, Begin, Claim, Completion, KeyedRequest};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
@@ -99,9 +99,19 @@ pub async fn idempotency(
     let keyed = KeyedRequest { client_id: caller.id, key: &key, method: &method, path: &path, request_hash: &hash };
 
     let deadline = tokio::time::Instant::now() + IN_PROGRESS_WAIT;
-    loop {
+    // The common case, a new key, is claimed together with concurrent requests' keys; any
+    // other case (a repeat, a clash, a failed group) is decided by `begin` below.
+    let claim = Claim {
+        client_id: caller.id,
+        key: key.clone(),
+        method: method.clone(),
+        path: path.clone(),
+        request_hash: hash.clone(),
+    };
+    let mut claimed = state.groups.claims.submit(claim).await == Ok(true);
+    while !claimed {
         match idempotency::begin(&state.pool_async, &keyed, ABANDONED_AFTER).await.map_err(ApiError::from)? {
-            Begin::Started => break,
+            Begin::Started => claimed = true,
             Begin::Replay { status, body } => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
                 let res = HttpResponse::build(status).insert_header(("Idempotent-Replayed", "true")).json(body);
@@ -149,9 +159,12 @@ pub async fn idempotency(
     let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
     match json {
         Some(v) if status.as_u16() < 500 => {
-            idempotency::complete(&state.pool_async, caller.id, &key, status.as_u16(), &v)
-                .await
-                .map_err(ApiError::from)?;
+            let done = Completion { client_id: caller.id, key: key.clone(), status: status.as_u16(), body: v };
+            if let Err(v) = submit_completion(&state, done).await {
+                idempotency::complete(&state.pool_async, caller.id, &key, status.as_u16(), &v)
+                    .await
+                    .map_err(ApiError::from)?;
+            }
         }
         _ => {
             idempotency::release(&state.pool_async, caller.id, &key).await.ok();
@@ -159,4 +172,13 @@ pub async fn idempotency(
     }
     let response = head.set_body(BoxBody::new(bytes));
     Ok(ServiceResponse::new(http_req, response))
+}
+
+/// Stores the response through the group; gives the body back when the group did not.
+async fn submit_completion(state: &AppState, done: Completion) -> Result<(), serde_json::Value> {
+    let body = done.body.clone();
+    match state.groups.completions.submit(done).await {
+        Ok(true) => Ok(()),
+        _ => Err(body),
+    }
 }

@@ -82,7 +82,10 @@ pub async fn issue(state: &AppState, order: &Order) -> Result<Issued, ApiError> 
         match outcome {
             Outcome::Success(r) => {
                 // Asynchronous commit: see `state` for why losing this mark is harmless.
-                orders::mark_prepaid(&state.pool_async, &order.out_trade_no, &r.prepay_id).await?;
+                let mark = (order.out_trade_no.clone(), r.prepay_id.clone());
+                if !matches!(state.groups.prepaid.submit(mark).await, Ok(Some(_))) {
+                    orders::mark_prepaid(&state.pool_async, &order.out_trade_no, &r.prepay_id).await?;
+                }
                 return Ok(Issued::Prepaid { prepay_id: r.prepay_id });
             }
             Outcome::Failed { code, message } => return refused(state, order, code, message).await,

@@ -154,19 +154,12 @@ impl Application {
 /// down, a constraint) answers "not applied" for all: each notification then takes the
 /// single path, which reports the error (FAIL) or the repeat on its own.
 fn payment_group(pool: PgPool, metrics: Metrics, limits: group_commit::Limits) -> GroupCommit<NotifiedPayment, bool> {
-    GroupCommit::start("notify.payments", limits, move |items: Vec<NotifiedPayment>| {
+    GroupCommit::start_with_fallback("notify.payments", limits, false, move |items: Vec<NotifiedPayment>| {
         let pool = pool.clone();
-        let metrics = metrics.clone();
+        metrics.observe_group(items.len());
         async move {
-            metrics.observe_group(items.len());
-            let result = match pool.acquire().await {
-                Ok(mut conn) => settle::apply_notified_payments(&mut conn, &items).await,
-                Err(e) => Err(e.into()),
-            };
-            result.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, size = items.len(), "payment group failed; each notification takes the single path");
-                vec![false; items.len()]
-            })
+            let mut conn = pool.acquire().await?;
+            settle::apply_notified_payments(&mut conn, &items).await
         }
     })
 }

@@ -17,6 +17,13 @@
 //! done" for all of its requests, so one bad request cannot fail its neighbours, and a
 //! statement whose commit outcome is unknown is resolved by the single path reading the
 //! state it finds (every group statement is written to be idempotent for that reason).
+//!
+//! Group statements that join their input to a table (`UPDATE … FROM unnest(…)`) are sent
+//! unprepared (`persistent(false)`), so each is planned with its actual arrays. A cached
+//! generic plan cannot see the group's size and is fixed when first made: made while a
+//! table was nearly empty (a new install, a benchmark), it hash-joins the whole table
+//! forever after (measured: orders/s fell by half). Planning a group costs far less than
+//! that risk, and is shared by the group.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -84,6 +91,29 @@ impl<Req: Send + 'static, Resp: Send + 'static> GroupCommit<Req, Resp> {
         let (tx, rx) = mpsc::channel(max_group * in_flight * 4);
         tokio::spawn(dispatch(name, rx, Arc::new(run), max_group, in_flight));
         GroupCommit { tx, name }
+    }
+
+    /// [`GroupCommit::start`] for a fallible group function: a group that fails is logged
+    /// (as a warning: the single path still serves its requests) and every request in it is
+    /// answered `fallback`, the answer that sends it to the single path.
+    pub fn start_with_fallback<F, Fut, E>(name: &'static str, limits: Limits, fallback: Resp, run: F) -> Self
+    where
+        Resp: Clone + Sync,
+        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Resp>, E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        GroupCommit::start(name, limits, move |reqs: Vec<Req>| {
+            let size = reqs.len();
+            let fallback = fallback.clone();
+            let fut = run(reqs);
+            async move {
+                fut.await.unwrap_or_else(|e| {
+                    tracing::warn!(group = name, size, error = %e, "group failed; its requests take the single path");
+                    vec![fallback; size]
+                })
+            }
+        })
     }
 
     /// Queues `req` for the next group and waits for its answer.

@@ -91,6 +91,68 @@ pub async fn begin(pool: &PgPool, r: &KeyedRequest<'_>, stale_after: Duration) -
     }
 }
 
+/// An owned claim, for [`claim_group`].
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub client_id: Uuid,
+    pub key: String,
+    pub method: String,
+    pub path: String,
+    pub request_hash: String,
+}
+
+/// The group form of [`begin`]'s first step (see [`crate::group_commit`]): inserts many
+/// keys in one statement. Answers, per input, whether that key was newly claimed
+/// ([`Begin::Started`]); `false` (already there, or an earlier input of the group has the
+/// same key) means the caller must call [`begin`], which reads the stored row and decides.
+pub async fn claim_group(pool: &PgPool, claims: &[Claim]) -> Result<Vec<bool>, StoreError> {
+    let text = |f: fn(&Claim) -> &str| claims.iter().map(f).collect::<Vec<&str>>();
+    let inserted: Vec<(Uuid, String)> = sqlx::query_as(
+        "INSERT INTO idempotency_keys (client_id, key, method, path, request_hash)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+         ON CONFLICT (client_id, key) DO NOTHING
+         RETURNING client_id, key",
+    )
+    .bind(claims.iter().map(|c| c.client_id).collect::<Vec<_>>())
+    .bind(text(|c| &c.key))
+    .bind(text(|c| &c.method))
+    .bind(text(|c| &c.path))
+    .bind(text(|c| &c.request_hash))
+    .fetch_all(pool)
+    .await?;
+    let mut inserted: std::collections::HashSet<(Uuid, String)> = inserted.into_iter().collect();
+    Ok(claims.iter().map(|c| inserted.remove(&(c.client_id, c.key.clone()))).collect())
+}
+
+/// A response to store, for [`complete_group`].
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub client_id: Uuid,
+    pub key: String,
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+/// The group form of [`complete`]: stores many responses in one statement. On `Err` the
+/// caller may repeat each with [`complete`].
+pub async fn complete_group(pool: &PgPool, done: &[Completion]) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE idempotency_keys k SET response_status = i.status, response_body = i.body
+           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::jsonb[]) AS i(client_id, key, status, body)
+          WHERE k.client_id = i.client_id AND k.key = i.key",
+    )
+    // Planned for these parameters every time (see `group_commit`): a cached generic plan
+    // made while the table was small would keep hash-joining the whole table.
+    .persistent(false)
+    .bind(done.iter().map(|c| c.client_id).collect::<Vec<_>>())
+    .bind(done.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())
+    .bind(done.iter().map(|c| i32::from(c.status)).collect::<Vec<_>>())
+    .bind(done.iter().map(|c| &c.body).collect::<Vec<_>>())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Stores the response to replay.
 pub async fn complete(
     pool: &PgPool,

@@ -159,6 +159,75 @@ pub async fn insert(conn: &mut PgConnection, o: &NewOrder<'_>) -> Result<Order, 
     }
 }
 
+/// An owned [`NewOrder`], for [`insert_group`] (requests cross tasks to be grouped).
+#[derive(Clone, Debug)]
+pub struct NewOrderOwned {
+    pub out_trade_no: String,
+    pub appid: String,
+    pub mch_id: String,
+    pub client_id: Option<Uuid>,
+    pub openid: String,
+    pub amount: Fen,
+    pub description: String,
+    pub attach: Option<String>,
+    pub sign_type: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl NewOrderOwned {
+    pub fn new(o: &NewOrder<'_>) -> NewOrderOwned {
+        NewOrderOwned {
+            out_trade_no: o.out_trade_no.to_owned(),
+            appid: o.appid.to_owned(),
+            mch_id: o.mch_id.to_owned(),
+            client_id: o.client_id,
+            openid: o.openid.to_owned(),
+            amount: o.amount,
+            description: o.description.to_owned(),
+            attach: o.attach.map(str::to_owned),
+            sign_type: o.sign_type.to_owned(),
+            expires_at: o.expires_at,
+        }
+    }
+}
+
+/// The group form of [`insert`] (see [`crate::group_commit`]): inserts many new orders in
+/// one statement and one commit. Answers, per input and in order, the inserted order, or
+/// `None` when its out_trade_no was taken (by an existing order or an earlier input of the
+/// group): the caller then takes [`insert`], which reports the conflict. On `Err` nothing
+/// was inserted (or, if the connection broke during the commit, possibly everything:
+/// [`insert`] then finds the number taken and the caller's same-request check applies).
+pub async fn insert_group(conn: &mut PgConnection, orders: &[NewOrderOwned]) -> Result<Vec<Option<Order>>, StoreError> {
+    let col = |f: fn(&NewOrderOwned) -> &str| orders.iter().map(f).collect::<Vec<&str>>();
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO orders (out_trade_no, appid, mch_id, client_id, openid, amount, description, attach, status,
+                             sign_type, expires_at)
+         SELECT i.out_trade_no, i.appid, i.mch_id, i.client_id, i.openid, i.amount, i.description, i.attach,
+                'created', i.sign_type, i.expires_at
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::bigint[], $7::text[],
+                       $8::text[], $9::text[], $10::timestamptz[])
+             AS i(out_trade_no, appid, mch_id, client_id, openid, amount, description, attach, sign_type, expires_at)
+         ON CONFLICT (out_trade_no) DO NOTHING
+         RETURNING {COLUMNS}"
+    )))
+    .bind(col(|o| &o.out_trade_no))
+    .bind(col(|o| &o.appid))
+    .bind(col(|o| &o.mch_id))
+    .bind(orders.iter().map(|o| o.client_id).collect::<Vec<_>>())
+    .bind(col(|o| &o.openid))
+    .bind(orders.iter().map(|o| o.amount.get()).collect::<Vec<_>>())
+    .bind(col(|o| &o.description))
+    .bind(orders.iter().map(|o| o.attach.as_deref()).collect::<Vec<_>>())
+    .bind(col(|o| &o.sign_type))
+    .bind(orders.iter().map(|o| o.expires_at).collect::<Vec<_>>())
+    .fetch_all(conn)
+    .await?;
+    let mut inserted: std::collections::HashMap<String, Order> =
+        rows.into_iter().map(|r| Order::try_from(r).map(|o| (o.out_trade_no.clone(), o))).collect::<Result<_, _>>()?;
+    // Each inserted row answers the first input with its number; later copies get None.
+    Ok(orders.iter().map(|o| inserted.remove(&o.out_trade_no)).collect())
+}
+
 /// The order with this out_trade_no.
 pub async fn find<'c>(e: impl PgExecutor<'c>, out_trade_no: &str) -> Result<Option<Order>, StoreError> {
     let row: Option<Row> =
@@ -244,6 +313,33 @@ pub async fn mark_prepaid<'c>(e: impl PgExecutor<'c>, out_trade_no: &str, prepay
     .execute(e)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// The group form of [`mark_prepaid`]: (out_trade_no, prepay_id) pairs in one statement.
+/// Answers, per input, whether that order was marked (false: no longer open, as for
+/// [`mark_prepaid`]). On `Err` the caller may repeat each with [`mark_prepaid`] (the mark is
+/// idempotent).
+pub async fn mark_prepaid_group<'c>(
+    e: impl PgExecutor<'c>,
+    marks: &[(String, String)],
+) -> Result<Vec<bool>, StoreError> {
+    let numbers: Vec<&str> = marks.iter().map(|m| m.0.as_str()).collect();
+    let prepay: Vec<&str> = marks.iter().map(|m| m.1.as_str()).collect();
+    let done: Vec<(String,)> = sqlx::query_as(
+        "UPDATE orders o SET status = 'prepaid', prepay_id = i.prepay_id, prepay_at = now(), last_error = NULL
+           FROM unnest($1::text[], $2::text[]) AS i(out_trade_no, prepay_id)
+          WHERE o.out_trade_no = i.out_trade_no AND o.status IN ('created', 'prepaid')
+         RETURNING o.out_trade_no",
+    )
+    // Planned for these parameters every time (see `group_commit`): a cached generic plan
+    // made while the table was small would keep hash-joining the whole table.
+    .persistent(false)
+    .bind(&numbers)
+    .bind(&prepay)
+    .fetch_all(e)
+    .await?;
+    let done: std::collections::HashSet<String> = done.into_iter().map(|(n,)| n).collect();
+    Ok(marks.iter().map(|m| done.contains(&m.0)).collect())
 }
 
 /// Closed at WeChat (or never known to WeChat): no payment can arrive any more.

@@ -622,6 +622,9 @@ pub async fn apply_notified_payments(
          )
          SELECT out_trade_no FROM upd",
     )
+    // Planned for these parameters every time (see `group_commit`): a cached generic plan
+    // made while the table was small would keep hash-joining the whole table.
+    .persistent(false)
     .bind(&no)
     .bind(&txn)
     .bind(&at)

@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use minipay_store::domain::{AppId, OpenId, OrderStatus, OutTradeNo, State};
-use minipay_store::orders::{self, NewOrder, Order};
+use minipay_store::orders::{self, NewOrder, NewOrderOwned, Order};
 use minipay_store::refunds;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -245,6 +245,12 @@ pub async fn create_order(
         sign_type: state.config.merchant(&app.mch_id).map_or("MD5", |m| m.sign_type.as_str()),
         expires_at: now + chrono::Duration::seconds(expires_in),
     };
+    // A new number (the common case) is inserted together with concurrent requests' orders,
+    // one durable commit for the group; a taken number or a failed group takes the single
+    // insert, which reports the conflict.
+    if let Ok(Some(order)) = state.groups.orders.submit(NewOrderOwned::new(&new)).await {
+        return prepay(&state, order, true, &out_trade_no).await;
+    }
     let mut conn = state.pool.acquire().await?;
     let (order, created) = match orders::insert(&mut conn, &new).await {
         Ok(o) => (o, true),
@@ -260,11 +266,21 @@ pub async fn create_order(
         Err(e) => return Err(e.into()),
     };
     drop(conn);
+    prepay(&state, order, created, &out_trade_no).await
+}
+
+/// unifiedorder for an order just inserted (`created`) or found again, and the answer.
+async fn prepay(
+    state: &AppState,
+    order: Order,
+    created: bool,
+    out_trade_no: &OutTradeNo,
+) -> Result<HttpResponse, ApiError> {
     if !order.is_open() {
         // A repeat of a finished order: report it as it stands (no new prepay).
         return Ok(HttpResponse::Ok().json(OrderView::new(&order)));
     }
-    let issued = payments::issue(&state, &order).await?;
+    let issued = payments::issue(state, &order).await?;
     let current = match &issued {
         // Known without reading back: the order we inserted, now prepaid.
         Issued::Prepaid { .. } => Order { status: OrderStatus::Prepaid, ..order },
