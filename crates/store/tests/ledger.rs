@@ -25,7 +25,8 @@ async fn postings_are_idempotent_balanced_and_append_only() {
     assert!(sqlx::query("DELETE FROM ledger_entries").execute(&db.pool).await.is_err());
     assert!(sqlx::query("TRUNCATE ledger_entries CASCADE").execute(&db.pool).await.is_err());
 
-    // An unbalanced transaction cannot commit, even when written by hand.
+    // An unbalanced transaction cannot even be written, by hand or otherwise: the statement
+    // that inserts it fails, and so does the commit of its database transaction.
     let mut tx = db.pool.begin().await.unwrap();
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO ledger_transactions (kind, reference, mch_id, occurred_at) VALUES ('payment', 'x', '1', now()) RETURNING id",
@@ -33,11 +34,46 @@ async fn postings_are_idempotent_balanced_and_append_only() {
     .fetch_one(&mut *tx)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO ledger_entries (transaction_id, account, amount) VALUES ($1, 'a', 5), ($1, 'b', -4)")
-        .bind(id)
-        .execute(&mut *tx)
+    let err =
+        sqlx::query("INSERT INTO ledger_entries (transaction_id, account, amount) VALUES ($1, 'a', 5), ($1, 'b', -4)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("unbalanced"), "{err}");
+    // COMMIT of the aborted transaction rolls it back: nothing of it is kept.
+    tx.commit().await.ok();
+    let (kept,): (i64,) = sqlx::query_as("SELECT count(*) FROM ledger_transactions WHERE reference = 'x'")
+        .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert!(tx.commit().await.is_err(), "the deferred balance check refuses the commit");
+    assert_eq!(kept, 0, "the unbalanced transaction left nothing behind");
+
+    // A single entry is unbalanced too, and so is adding a lone entry to a balanced posting.
+    {
+        let mut tx = db.pool.begin().await.unwrap();
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO ledger_transactions (kind, reference, mch_id, occurred_at) VALUES ('payment', 'y', '1', now()) RETURNING id",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        let one = sqlx::query("INSERT INTO ledger_entries (transaction_id, account, amount) VALUES ($1, 'a', $2)")
+            .bind(id)
+            .bind(7i64)
+            .execute(&mut *tx)
+            .await;
+        assert!(one.is_err(), "a one-entry transaction is refused");
+    }
+    let (posted,): (i64,) = sqlx::query_as("SELECT id FROM ledger_transactions WHERE reference = 'order-1'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let extra = sqlx::query("INSERT INTO ledger_entries (transaction_id, account, amount) VALUES ($1, 'a', 1)")
+        .bind(posted)
+        .execute(&db.pool)
+        .await;
+    assert!(extra.is_err(), "a lone entry added to a balanced transaction is refused");
+    assert!(ledger::unbalanced_transactions(&mut conn).await.unwrap().is_empty());
     assert!(ledger::post(&mut conn, &Movement::standard(Kind::Fee, "d", "1", Fen::ZERO, Utc::now())).await.is_err());
 }
