@@ -141,8 +141,7 @@ pub async fn complete_group(pool: &PgPool, done: &[Completion]) -> Result<(), St
            FROM unnest($1::uuid[], $2::text[], $3::int[], $4::jsonb[]) AS i(client_id, key, status, body)
           WHERE k.client_id = i.client_id AND k.key = i.key",
     )
-    // Planned for these parameters every time (see `group_commit`): a cached generic plan
-    // made while the table was small would keep hash-joining the whole table.
+    // Unprepared: planned for each group's own arrays (see `group_commit` on plans).
     .persistent(false)
     .bind(done.iter().map(|c| c.client_id).collect::<Vec<_>>())
     .bind(done.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())

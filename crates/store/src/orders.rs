@@ -258,7 +258,7 @@ pub async fn lock_next_expired(
     queried_before: DateTime<Utc>,
 ) -> Result<Option<Order>, StoreError> {
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM orders WHERE status IN ('created', 'prepaid') AND expires_at <= $1
+        "SELECT {COLUMNS} FROM orders WHERE open AND expires_at <= $1
             AND (queried_at IS NULL OR queried_at < $2)
           ORDER BY expires_at LIMIT 1 FOR UPDATE SKIP LOCKED"
     )))
@@ -331,8 +331,7 @@ pub async fn mark_prepaid_group<'c>(
           WHERE o.out_trade_no = i.out_trade_no AND o.status IN ('created', 'prepaid')
          RETURNING o.out_trade_no",
     )
-    // Planned for these parameters every time (see `group_commit`): a cached generic plan
-    // made while the table was small would keep hash-joining the whole table.
+    // Unprepared: planned for each group's own arrays (see `group_commit` on plans).
     .persistent(false)
     .bind(&numbers)
     .bind(&prepay)
