@@ -24,6 +24,7 @@ use minipay_config::{Config, DEMO_APPID, DEMO_MCH_ID, SandboxEndpoints};
 use minipay_sandbox::{Sandbox, SandboxConfig};
 use minipay_store::clients::{self, Role};
 use minipay_store::domain::{AppId, OpenId};
+use minipay_testkit::http1;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 #[derive(Args)]
@@ -49,10 +50,30 @@ pub struct OrdersBench {
     /// Send requests without an Idempotency-Key (two fewer statements per request).
     #[arg(long)]
     no_idempotency_key: bool,
+    /// `[database] group_max` of the api (most requests per grouped statement).
+    #[arg(long)]
+    group_max: Option<usize>,
+    /// `[database] group_in_flight` of the api (grouped statements of a kind at once).
+    #[arg(long)]
+    group_in_flight: Option<usize>,
+    /// Earlier orders (paid, with their idempotency keys) in the database before the run,
+    /// analyzed: a service in its steady state rather than a new install's empty tables.
+    #[arg(long, default_value_t = 100_000)]
+    history: usize,
 }
 
 pub fn run(args: &OrdersBench) -> ExitCode {
-    let result = crate::serve_cmd::runtime().and_then(|rt| rt.block_on(bench(args)));
+    // The HTTP clients get a runtime (one thread) of their own: they stand for the client
+    // backends, which are not part of the service, and on the service's runtime they would
+    // delay the group commits that run there.
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("loadgen")
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from);
+    let result = clients
+        .and_then(|clients| crate::serve_cmd::runtime().and_then(|rt| rt.block_on(bench(args, clients.handle()))));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -99,6 +120,8 @@ async fn setup(args: &OrdersBench) -> anyhow::Result<Setup> {
     );
     config.api.workers = args.api_workers;
     config.database.max_connections = args.pool;
+    config.database.group_max = args.group_max.unwrap_or(config.database.group_max);
+    config.database.group_in_flight = args.group_in_flight.unwrap_or(config.database.group_in_flight);
     let pool = crate::serve_cmd::connect(&config).await?;
     minipay_store::db::migrate(&pool).await?;
     let api = minipay_api::Application::build(config.clone(), pool.clone()).await?;
@@ -109,57 +132,104 @@ async fn setup(args: &OrdersBench) -> anyhow::Result<Setup> {
     let key = clients::create(&mut conn, "bench", Role::Client, None).await?.key;
     let openid = sandbox.openid("demo-user", DEMO_APPID);
     minipay_store::users::upsert(&mut conn, &AppId::parse(DEMO_APPID)?, &OpenId::parse(openid.clone())?, None).await?;
+    if args.history > 0 {
+        load_history(&mut conn, args.history, &openid).await?;
+    }
     drop(conn);
     Ok(Setup { api_url, key, openid, pool, _sandbox: sandbox, _cluster: cluster })
 }
 
+/// `n` earlier orders of the bench client (paid a day ago, each with its stored
+/// idempotent response), then ANALYZE: the plans the api's prepared statements get are
+/// those of a running service, not those of empty tables (see `minipay_store::group_commit`
+/// on plans).
+async fn load_history(conn: &mut PgConnection, n: usize, openid: &str) -> anyhow::Result<()> {
+    let n = i64::try_from(n)?;
+    sqlx::query(
+        "INSERT INTO orders (out_trade_no, appid, mch_id, client_id, openid, amount, description, status, expires_at,
+                             transaction_id, paid_at, created_at)
+         SELECT 'H' || lpad(g::text, 10, '0'), $2, $3, c.id, $4, 1 + g % 5000, 'bench order', 'paid',
+                now() - interval '1 day', '42' || lpad(g::text, 26, '0'), now() - interval '1 day', now() - interval '1 day'
+           FROM generate_series(1, $1) g, (SELECT id FROM api_clients WHERE name = 'bench') c",
+    )
+    .bind(n)
+    .bind(DEMO_APPID)
+    .bind(DEMO_MCH_ID)
+    .bind(openid)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO idempotency_keys (client_id, key, method, path, request_hash, response_status, response_body)
+         SELECT c.id, 'H-' || g, 'POST', '/v1/orders', md5(g::text), 201, '{}'::jsonb
+           FROM generate_series(1, $1) g, (SELECT id FROM api_clients WHERE name = 'bench') c",
+    )
+    .bind(n)
+    .execute(&mut *conn)
+    .await?;
+    for table in ["orders", "idempotency_keys"] {
+        sqlx::raw_sql(AssertSqlSafe(format!("VACUUM ANALYZE {table}"))).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Sends `n` requests with `c` concurrent clients; returns (latencies of 201s, other statuses).
-async fn fire(s: &Setup, args: &OrdersBench, n: usize, tag: &str) -> anyhow::Result<(Vec<Duration>, Vec<u16>)> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+async fn fire(
+    s: &Setup,
+    args: &OrdersBench,
+    clients: &tokio::runtime::Handle,
+    n: usize,
+    tag: &str,
+) -> anyhow::Result<(Vec<Duration>, Vec<u16>)> {
+    let addr = s.api_url.trim_start_matches("http://").to_owned();
+    let auth = format!("Bearer {}", s.key);
+    // Every request is built before the clock starts; one keep-alive connection per task.
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..n)
+            .map(|i| {
+                let body = serde_json::json!({
+                    "out_trade_no": format!("{tag}{i:08}"), "openid": s.openid, "amount": 1 + (i % 5000) as i64,
+                    "description": "bench order",
+                })
+                .to_string();
+                let key = format!("{tag}-{i}");
+                let mut headers = vec![("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+                if !args.no_idempotency_key {
+                    headers.push(("Idempotency-Key", key.as_str()));
+                }
+                http1::post(&addr, "/v1/orders", &headers, body.as_bytes())
+            })
+            .collect(),
+    );
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
-        let (http, next) = (http.clone(), next.clone());
-        let url = format!("{}/v1/orders", s.api_url);
-        let (key, openid, tag) = (s.key.clone(), s.openid.clone(), tag.to_owned());
-        let with_key = !args.no_idempotency_key;
-        tasks.push(tokio::spawn(async move {
+        let (next, requests, addr) = (next.clone(), requests.clone(), addr.clone());
+        tasks.push(clients.spawn(async move {
             let mut ok = Vec::new();
             let mut other = Vec::new();
+            let mut conn = http1::Connection::connect(&addr).await?;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     break;
                 }
-                let body = serde_json::json!({
-                    "out_trade_no": format!("{tag}{i:08}"), "openid": openid, "amount": 1 + (i % 5000) as i64,
-                    "description": "bench order",
-                });
-                let mut req = http.post(&url).bearer_auth(&key).json(&body);
-                if with_key {
-                    req = req.header("Idempotency-Key", format!("{tag}-{i}"));
-                }
                 let started = Instant::now();
-                match req.send().await {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        let _ = r.bytes().await;
-                        if status == 201 {
-                            ok.push(started.elapsed());
-                        } else {
-                            other.push(status);
-                        }
+                match conn.send(&requests[i]).await {
+                    Ok(r) if r.status == 201 => ok.push(started.elapsed()),
+                    Ok(r) => other.push(r.status),
+                    Err(_) => {
+                        other.push(0);
+                        conn = http1::Connection::connect(&addr).await?;
                     }
-                    Err(_) => other.push(0),
                 }
             }
-            (ok, other)
+            anyhow::Ok((ok, other))
         }));
     }
     let mut ok = Vec::with_capacity(n);
     let mut other = Vec::new();
     for t in tasks {
-        let (o, e) = t.await?;
+        let (o, e) = t.await??;
         ok.extend(o);
         other.extend(e);
     }
@@ -174,7 +244,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx]
 }
 
-async fn bench(args: &OrdersBench) -> anyhow::Result<()> {
+async fn bench(args: &OrdersBench, clients: &tokio::runtime::Handle) -> anyhow::Result<()> {
     anyhow::ensure!(args.requests > 0 && args.concurrency > 0, "--requests and --concurrency must be positive");
     anyhow::ensure!(
         args.requests <= 1_000_000 && args.concurrency <= 1024,
@@ -182,10 +252,10 @@ async fn bench(args: &OrdersBench) -> anyhow::Result<()> {
     );
     let s = setup(args).await?;
     if args.warmup > 0 {
-        fire(&s, args, args.warmup, "W").await?;
+        fire(&s, args, clients, args.warmup, "W").await?;
     }
     let started = Instant::now();
-    let (mut ok, other) = fire(&s, args, args.requests, "B").await?;
+    let (mut ok, other) = fire(&s, args, clients, args.requests, "B").await?;
     let wall = started.elapsed();
     ok.sort();
     let (prepaid,): (i64,) =

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use minipay_config::{Config, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID};
 use minipay_notify::Application;
+use minipay_testkit::http1;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use wxpay::sign::sign_params;
@@ -114,28 +115,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let config = Config::from_toml_with_env(
         &toml,
-        std::env::vars().filter(|(k, _)| k.starts_with("MINIPAY_DATABASE_GROUP")),
+        std::env::vars()
+            .filter(|(k, _)| k.starts_with("MINIPAY_DATABASE_GROUP") || k.starts_with("MINIPAY_NOTIFY_WORKERS")),
         Path::new("."),
     )?;
     let app = Application::build(&config, pool.clone()).await?;
-    let url_pay = format!("http://127.0.0.1:{}/wxpay/notify/pay", app.port());
+    let addr = format!("127.0.0.1:{}", app.port());
     let metrics = app.metrics();
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
 
-    let http =
-        reqwest::Client::builder().pool_max_idle_per_host(concurrency).timeout(Duration::from_secs(30)).build()?;
+    // Requests built before the clock starts; one keep-alive connection per task.
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+        bodies
+            .iter()
+            .map(|b| http1::post(&addr, "/wxpay/notify/pay", &[("Content-Type", "text/xml")], b.as_bytes()))
+            .collect(),
+    );
     // `direct` mode uses its own pool, on this runtime.
     let direct_pool = PgPoolOptions::new().max_connections(pool_size).connect(&url).await?;
     let next = Arc::new(AtomicUsize::new(0));
     let total = if dup { 2 * n } else { n };
+    // The HTTP clients run on a runtime of their own, one thread: like WeChat's servers they
+    // are not part of the service, and on the service's runtime they would delay the group
+    // commits it runs there. `direct` mode runs on this runtime (it is the service there).
+    let client_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("loadgen").enable_all().build()?;
+    let spawner = if direct { tokio::runtime::Handle::current() } else { client_rt.handle().clone() };
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (http, next, bodies, url) = (http.clone(), next.clone(), bodies.clone(), url_pay.clone());
+        let (next, bodies, requests, addr) = (next.clone(), bodies.clone(), requests.clone(), addr.clone());
         let db = direct_pool.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(spawner.spawn(async move {
             let mut failures = 0usize;
+            let mut http = if direct { None } else { Some(http1::Connection::connect(&addr).await.expect("connect")) };
             loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 if k >= total {
@@ -143,13 +157,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 // With `dup`, notification i is sent at positions 2i and 2i+1: two concurrent copies.
                 let i = if total > n { k / 2 } else { k };
-                let ok = if direct {
-                    settle_directly(&db, &bodies[i]).await
-                } else {
-                    match http.post(&url).header("content-type", "text/xml").body(bodies[i].clone()).send().await {
-                        Ok(r) => r.status().is_success() && r.text().await.is_ok_and(|t| t.contains("SUCCESS")),
-                        Err(_) => false,
-                    }
+                let ok = match http.as_mut() {
+                    None => settle_directly(&db, &bodies[i]).await,
+                    Some(c) => match tokio::time::timeout(Duration::from_secs(30), c.send(&requests[i])).await {
+                        Ok(Ok(r)) => r.status == 200 && r.body.windows(7).any(|w| w == b"SUCCESS"),
+                        _ => {
+                            // A broken connection is replaced; the request counts as failed.
+                            *c = http1::Connection::connect(&addr).await.expect("reconnect");
+                            false
+                        }
+                    },
                 };
                 if !ok {
                     failures += 1;
@@ -162,6 +179,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         failures += t.await?;
     }
     let elapsed = started.elapsed();
+    client_rt.shutdown_background();
     // Check with a fresh pool: the service's pool holds connections registered with the
     // server's worker runtimes, which end when it stops.
     let check = PgPoolOptions::new().max_connections(2).connect(&url).await?;

@@ -12,6 +12,7 @@
 //!
 //! PostgreSQL refuses to run as root: under root the server runs as the `postgres` user.
 
+pub mod http1;
 mod pg;
 
 pub use pg::PgCluster;
