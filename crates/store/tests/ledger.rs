@@ -28,18 +28,8 @@ async fn postings_are_idempotent_balanced_and_append_only() {
     // An unbalanced transaction cannot even be written, by hand or otherwise: the statement
     // that inserts it fails, and so does the commit of its database transaction.
     let mut tx = db.pool.begin().await.unwrap();
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO ledger_transactions (kind, reference, mch_id, occurred_at) VALUES ('payment', 'x', '1', now()) RETURNING id",
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
-    let err =
-        sqlx::query("INSERT INTO ledger_entries (transaction_id, account, amount) VALUES ($1, 'a', 5), ($1, 'b', -4)")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .unwrap_err();
+    let id = new_transaction(&mut tx, "x").await;
+    let err = insert_entries(&mut tx, "($1, 'a', 5), ($1, 'b', -4)", id).await.unwrap_err();
     assert!(err.to_string().contains("unbalanced"), "{err}");
     // COMMIT of the aborted transaction rolls it back: nothing of it is kept.
     tx.commit().await.ok();
@@ -49,31 +39,45 @@ async fn postings_are_idempotent_balanced_and_append_only() {
         .unwrap();
     assert_eq!(kept, 0, "the unbalanced transaction left nothing behind");
 
-    // A single entry is unbalanced too, and so is adding a lone entry to a balanced posting.
-    {
-        let mut tx = db.pool.begin().await.unwrap();
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO ledger_transactions (kind, reference, mch_id, occurred_at) VALUES ('payment', 'y', '1', now()) RETURNING id",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-        let one = sqlx::query("INSERT INTO ledger_entries (transaction_id, account, amount) VALUES ($1, 'a', $2)")
-            .bind(id)
-            .bind(7i64)
-            .execute(&mut *tx)
-            .await;
-        assert!(one.is_err(), "a one-entry transaction is refused");
-    }
+    // A single entry is unbalanced too.
+    let mut tx = db.pool.begin().await.unwrap();
+    let id = new_transaction(&mut tx, "y").await;
+    assert!(insert_entries(&mut tx, "($1, 'a', 7)", id).await.is_err(), "a one-entry transaction is refused");
+    drop(tx);
+
+    // Entries must name an existing transaction (what a foreign key used to check), even
+    // balanced ones.
+    let err = insert_entries(&mut conn, "($1, 'a', 5), ($1, 'b', -5)", 987_654_321).await.unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+
+    // A lone entry added later to a balanced posting unbalances it: refused.
     let (posted,): (i64,) = sqlx::query_as("SELECT id FROM ledger_transactions WHERE reference = 'order-1'")
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    let extra = sqlx::query("INSERT INTO ledger_entries (transaction_id, account, amount) VALUES ($1, 'a', 1)")
-        .bind(posted)
-        .execute(&db.pool)
-        .await;
+    let extra = insert_entries(&mut conn, "($1, 'a', 1)", posted).await;
     assert!(extra.is_err(), "a lone entry added to a balanced transaction is refused");
     assert!(ledger::unbalanced_transactions(&mut conn).await.unwrap().is_empty());
     assert!(ledger::post(&mut conn, &Movement::standard(Kind::Fee, "d", "1", Fen::ZERO, Utc::now())).await.is_err());
+}
+
+async fn new_transaction(conn: &mut sqlx::PgConnection, reference: &str) -> i64 {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO ledger_transactions (kind, reference, mch_id, occurred_at) VALUES ('payment', $1, '1', now()) RETURNING id",
+    )
+    .bind(reference)
+    .fetch_one(conn)
+    .await
+    .unwrap();
+    id
+}
+
+/// `INSERT INTO ledger_entries … VALUES <values>` with `$1` bound to `transaction_id`.
+async fn insert_entries(
+    conn: &mut sqlx::PgConnection,
+    values: &'static str,
+    transaction_id: i64,
+) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+    let sql = format!("INSERT INTO ledger_entries (transaction_id, account, amount) VALUES {values}");
+    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(transaction_id).execute(conn).await
 }
