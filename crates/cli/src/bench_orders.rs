@@ -10,6 +10,11 @@
 //! unifiedorder at the sandbox (signed XML over TLS, signature verified), prepaid update
 //! (commit), idempotency response (commit), `wx.requestPayment` signing.
 //!
+//! Before the run the database gets `--history` earlier orders (100,000 by default, paid,
+//! with their idempotency keys) and is analyzed, so the service runs on the tables and
+//! cached plans of a deployment in use, not on a new install's empty tables. The clients run
+//! on a runtime (one thread) of their own and send pre-built requests (`minipay_testkit::http1`).
+//!
 //! Prints throughput (created orders per second of wall time), latency percentiles, and
 //! statuses; checks that every 201 left exactly one prepaid order.
 
