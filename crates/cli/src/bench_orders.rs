@@ -68,15 +68,8 @@ pub struct OrdersBench {
 }
 
 pub fn run(args: &OrdersBench) -> ExitCode {
-    // The HTTP clients get a runtime (one thread) of their own: they stand for the client
-    // backends, which are not part of the service, and on the service's runtime they would
-    // delay the group commits that run there.
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("loadgen")
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from);
+    // The HTTP clients run on their own runtime (see `http1::client_runtime`).
+    let clients = http1::client_runtime().map_err(anyhow::Error::from);
     let result = clients
         .and_then(|clients| crate::serve_cmd::runtime().and_then(|rt| rt.block_on(bench(args, clients.handle()))));
     match result {

@@ -136,11 +136,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let direct_pool = PgPoolOptions::new().max_connections(pool_size).connect(&url).await?;
     let next = Arc::new(AtomicUsize::new(0));
     let total = if dup { 2 * n } else { n };
-    // The HTTP clients run on a runtime of their own, one thread: like WeChat's servers they
-    // are not part of the service, and on the service's runtime they would delay the group
-    // commits it runs there. `direct` mode runs on this runtime (it is the service there).
-    let client_rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("loadgen").enable_all().build()?;
+    // The HTTP clients run on their own runtime (`http1::client_runtime`); `direct` mode
+    // runs on this one (it is the service there).
+    let client_rt = http1::client_runtime()?;
     let spawner = if direct { tokio::runtime::Handle::current() } else { client_rt.handle().clone() };
     let started = Instant::now();
     let mut tasks = Vec::new();

@@ -15,6 +15,14 @@ use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The runtime a load generator's clients run on: one thread of their own. The clients
+/// stand for WeChat's servers or the client backends, which are not part of the service;
+/// on the service's runtime they would delay the group commits that run there. Shut it
+/// down with `shutdown_background` (or drop it outside async code).
+pub fn client_runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("loadgen").enable_all().build()
+}
+
 /// A response: status code and body.
 #[derive(Debug)]
 pub struct Response {
