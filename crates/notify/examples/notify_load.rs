@@ -241,7 +241,6 @@ async fn settle_directly(pool: &sqlx::PgPool, body: &str) -> bool {
         bank_type: Some(p["bank_type"].clone()),
         source: Source::Notification { notification_id: 0 },
     };
-    let fields: serde_json::Value = p.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
     let run = async {
         let n = NewNotification {
             kind: NotificationKind::Payment,
@@ -249,7 +248,7 @@ async fn settle_directly(pool: &sqlx::PgPool, body: &str) -> bool {
             appid: Some(&facts.appid),
             reference: &facts.out_trade_no,
             body,
-            fields,
+            fields: None,
             expected_outcome: "applied",
         };
         if settle::apply_notified_payment(&mut *pool.acquire().await?, &n, &facts).await?.is_some() {

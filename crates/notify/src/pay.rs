@@ -40,7 +40,7 @@ async fn process(state: &State, body: Bytes) -> Handled {
     if !success("return_code") || !success("result_code") {
         // A genuine "payment failed" notice: nothing to apply (the order stays open for the
         // user to retry; expiry and orderquery close it). Keep it and acknowledge.
-        return match keep_only(state, &params, text, &mch_id, appid.as_deref(), &reference).await {
+        return match keep_only(state, text, &mch_id, appid.as_deref(), &reference).await {
             Ok(()) => Handled::Ack { outcome: "not_paid", reference },
             Err(e) => Handled::Unavailable { error: e.to_string() },
         };
@@ -49,7 +49,7 @@ async fn process(state: &State, body: Bytes) -> Handled {
         Ok(f) => f,
         Err(why) => return Handled::reject("invalid_fields", why, &body),
     };
-    match apply(state, &facts, &params, text).await {
+    match apply(state, &facts, text).await {
         Ok(applied) => {
             let outcome = match &applied {
                 PaymentApplied::Applied { late: false } => "applied",
@@ -95,17 +95,10 @@ fn facts_of(p: &Params) -> Result<PaymentFacts, String> {
     })
 }
 
-fn fields_json(p: &Params) -> serde_json::Value {
-    p.iter()
-        .filter(|(k, _)| k.as_str() != "sign")
-        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
-        .collect()
-}
-
-async fn apply(state: &State, facts: &PaymentFacts, params: &Params, text: &str) -> Result<PaymentApplied, StoreError> {
+async fn apply(state: &State, facts: &PaymentFacts, text: &str) -> Result<PaymentApplied, StoreError> {
     // The common case (first delivery for an open, matching order): grouped with the other
     // notifications arriving meanwhile, one statement and one commit for the group.
-    let grouped = NotifiedPayment { facts: facts.clone(), body: text.to_owned(), fields: fields_json(params) };
+    let grouped = NotifiedPayment { facts: facts.clone(), body: text.to_owned() };
     if state.payments.submit(grouped).await == Ok(true) {
         return Ok(PaymentApplied::Applied { late: false });
     }
@@ -117,7 +110,7 @@ async fn apply(state: &State, facts: &PaymentFacts, params: &Params, text: &str)
         appid: Some(&facts.appid),
         reference: &facts.out_trade_no,
         body: text,
-        fields: fields_json(params),
+        fields: None,
         expected_outcome: "applied",
     };
     {
@@ -145,7 +138,6 @@ async fn apply(state: &State, facts: &PaymentFacts, params: &Params, text: &str)
 
 async fn keep_only(
     state: &State,
-    params: &Params,
     text: &str,
     mch_id: &str,
     appid: Option<&str>,
@@ -161,7 +153,7 @@ async fn keep_only(
             appid,
             reference,
             body: text,
-            fields: fields_json(params),
+            fields: None,
             expected_outcome: "not_paid",
         },
     )

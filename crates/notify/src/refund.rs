@@ -114,7 +114,7 @@ async fn record(
             appid,
             reference,
             body: text,
-            fields,
+            fields: Some(fields),
             expected_outcome: if facts.is_some() { "applied" } else { "not_final" },
         },
     )

@@ -54,8 +54,9 @@ pub struct NewNotification<'a> {
     pub reference: &'a str,
     /// The body as received.
     pub body: &'a str,
-    /// The fields acted on (payment fields without `sign`, or the decrypted req_info).
-    pub fields: Value,
+    /// The decrypted req_info of a refund; `None` for a payment, whose fields are exactly
+    /// its body's (migration `20261201000200`).
+    pub fields: Option<Value>,
     /// The outcome stored with a first delivery: the expected one (`applied`), so the common
     /// path costs no second statement; [`set_outcome`] corrects it in the same transaction
     /// when settlement ends otherwise, so no reader ever sees a wrong value.

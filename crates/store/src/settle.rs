@@ -470,20 +470,19 @@ async fn one_statement(
     .bind(n.is_some())
     .bind(n.map(|n| notifications::body_sha256(n.body.as_bytes())))
     .bind(n.map(|n| n.body))
-    .bind(n.map(|n| &n.fields))
+    .bind(n.and_then(|n| n.fields.as_ref()))
     .fetch_one(&mut *conn)
     .await?;
     Ok((applied == 1).then_some(notification_id.unwrap_or(0)))
 }
 
 /// A verified payment notification for [`apply_notified_payments`]: its facts (source
-/// `Notification`, the id is filled in by the statement), the body as received and the
-/// fields acted on.
+/// `Notification`, the id is filled in by the statement) and the body as received (which
+/// holds its fields: `fields` is stored only for refunds).
 #[derive(Clone, Debug)]
 pub struct NotifiedPayment {
     pub facts: PaymentFacts,
     pub body: String,
-    pub fields: Value,
 }
 
 /// The group form of [`apply_notified_payment`] (see [`crate::group_commit`]): keeps the raw
@@ -501,6 +500,13 @@ pub struct NotifiedPayment {
 /// was written, or, if the connection broke during the commit, possibly everything; the
 /// single path then finds the orders paid and answers "already applied", which is correct
 /// either way.
+///
+/// Unlike the single path, the ledger and webhook inserts here have no `ON CONFLICT`: an
+/// order only gets here while it is still open under its row lock, and nothing posts a
+/// payment or queues `payment.succeeded` for an open order, so a conflict would mean a
+/// broken invariant. It then fails the whole group (unique violation), and every member takes
+/// the single path, which has the `ON CONFLICT` clauses and decides each one on its own. This
+/// saves a speculative insertion per row in the common case.
 pub async fn apply_notified_payments(
     conn: &mut PgConnection,
     items: &[NotifiedPayment],
@@ -546,7 +552,7 @@ pub async fn apply_notified_payments(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let (mut shas, mut body, mut fields) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut shas, mut body) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for (i, sha) in &chosen {
         let it = &items[*i];
         let f = &it.facts;
@@ -567,15 +573,14 @@ pub async fn apply_notified_payments(
         audit_details.push(payment_audit(f, false));
         shas.push(sha.as_str());
         body.push(it.body.as_str());
-        fields.push(&it.fields);
     }
     let done: Vec<(String,)> = sqlx::query_as(
         "WITH i AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::bigint[], $6::text[],
                                   $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::uuid[],
-                                  $13::jsonb[], $14::jsonb[], $15::text[], $16::text[], $17::jsonb[])
+                                  $13::jsonb[], $14::jsonb[], $15::text[], $16::text[])
                  AS t(out_trade_no, transaction_id, paid_at, bank_type, cash_fee, mch_id, appid, openid, amount,
-                      debit, credit, event_id, webhook, audit, body_sha256, body, fields)
+                      debit, credit, event_id, webhook, audit, body_sha256, body)
          ), old AS (
              SELECT o.id, o.status FROM orders o WHERE o.out_trade_no IN (SELECT out_trade_no FROM i)
               ORDER BY o.id FOR UPDATE
@@ -589,11 +594,10 @@ pub async fn apply_notified_payments(
                 AND NOT EXISTS (SELECT 1 FROM orders c WHERE c.transaction_id = i.transaction_id)
              RETURNING o.out_trade_no, o.mch_id, o.client_id, old.status AS prev, i.appid AS n_appid,
                        i.paid_at AS n_paid_at, i.amount AS n_amount, i.debit, i.credit, i.event_id, i.webhook,
-                       i.audit, i.body_sha256, i.body, i.fields
+                       i.audit, i.body_sha256, i.body
          ), lt AS (
              INSERT INTO ledger_transactions (kind, reference, mch_id, occurred_at, memo)
-             SELECT $18, upd.out_trade_no, upd.mch_id, upd.n_paid_at, '' FROM upd
-             ON CONFLICT (kind, reference) DO NOTHING
+             SELECT $17, upd.out_trade_no, upd.mch_id, upd.n_paid_at, '' FROM upd
              RETURNING id, reference
          ), le AS (
              INSERT INTO ledger_entries (transaction_id, account, amount)
@@ -604,18 +608,16 @@ pub async fn apply_notified_payments(
              INSERT INTO webhook_outbox (client_id, event_id, event_type, subject, payload)
              SELECT upd.client_id, upd.event_id, 'payment.succeeded', upd.out_trade_no, upd.webhook FROM upd
               WHERE upd.client_id IS NOT NULL
-             ON CONFLICT (event_type, subject) DO NOTHING
          ), n AS (
-             INSERT INTO wxpay_notifications (kind, mch_id, appid, reference, body_sha256, body, fields, outcome)
-             SELECT 'payment', upd.mch_id, upd.n_appid, upd.out_trade_no, upd.body_sha256, upd.body, upd.fields,
-                    'applied'
+             INSERT INTO wxpay_notifications (kind, mch_id, appid, reference, body_sha256, body, outcome)
+             SELECT 'payment', upd.mch_id, upd.n_appid, upd.out_trade_no, upd.body_sha256, upd.body, 'applied'
                FROM upd
              ON CONFLICT (kind, body_sha256) DO UPDATE
                 SET deliveries = wxpay_notifications.deliveries + 1, last_delivered_at = now(), outcome = 'applied'
              RETURNING id, reference
          ), au AS (
              INSERT INTO audit_log (actor, action, subject_type, subject_id, details)
-             SELECT $19, 'order.paid', 'order', upd.out_trade_no,
+             SELECT $18, 'order.paid', 'order', upd.out_trade_no,
                     upd.audit || jsonb_build_object('from', upd.prev)
                         || CASE WHEN n.id IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('notification_id', n.id) END
                FROM upd LEFT JOIN n ON n.reference = upd.out_trade_no
@@ -641,7 +643,6 @@ pub async fn apply_notified_payments(
     .bind(&audit_details)
     .bind(&shas)
     .bind(&body)
-    .bind(&fields)
     .bind(Kind::Payment.as_str())
     .bind(Source::Notification { notification_id: 0 }.actor())
     .fetch_all(&mut *conn)

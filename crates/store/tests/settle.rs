@@ -360,7 +360,6 @@ fn notified(no: &str, amount: i64) -> settle::NotifiedPayment {
     settle::NotifiedPayment {
         facts: PaymentFacts { source: Source::Notification { notification_id: 0 }, ..facts(no, amount) },
         body: format!("<xml><out_trade_no>{no}</out_trade_no><total_fee>{amount}</total_fee></xml>"),
-        fields: serde_json::json!({"out_trade_no": no, "total_fee": amount.to_string()}),
     }
 }
 
@@ -424,6 +423,38 @@ async fn a_group_applies_only_the_common_cases_and_leaves_the_rest_to_the_single
     assert!(again.iter().all(|a| !a), "{again:?}");
     assert_eq!(ledger::count_postings(&mut conn, Kind::Payment, "g-1").await.unwrap(), 1);
     assert_eq!(apply(&db.pool, &group[0].facts).await, PaymentApplied::AlreadyApplied);
+    assert_balanced(&db.pool).await;
+}
+
+/// The group statement has no `ON CONFLICT` on the ledger: a payment already posted for an
+/// open order (a broken invariant) fails the whole group instead of being skipped silently,
+/// and the single path then decides each member on its own.
+#[tokio::test]
+async fn a_group_that_meets_an_existing_posting_writes_nothing_and_the_single_path_decides() {
+    let db = TestDb::new().await;
+    let c = client(&db.pool).await;
+    order(&db.pool, "x-1", 100, "prepaid", Some(c)).await;
+    order(&db.pool, "x-2", 200, "prepaid", Some(c)).await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let f = facts("x-2", 200);
+    let m = ledger::Movement::standard(Kind::Payment, "x-2", &f.mch_id, Fen::new(200), f.paid_at);
+    ledger::post(&mut conn, &m).await.unwrap();
+
+    let group = vec![notified("x-1", 100), notified("x-2", 200)];
+    assert!(settle::apply_notified_payments(&mut conn, &group).await.is_err());
+    for no in ["x-1", "x-2"] {
+        assert_eq!(status_of(&db.pool, no).await.0, "prepaid", "{no}: all or nothing");
+    }
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM wxpay_notifications WHERE reference LIKE $1", "x-%").await, 0);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM webhook_outbox WHERE subject LIKE $1", "x-%").await, 0);
+
+    // The single path: x-1 applies; x-2 is paid without a second posting.
+    assert_eq!(apply(&db.pool, &group[0].facts).await, PaymentApplied::Applied { late: false });
+    let second = apply(&db.pool, &group[1].facts).await;
+    for no in ["x-1", "x-2"] {
+        assert_eq!(status_of(&db.pool, no).await.0, "paid", "{no}: {second:?}");
+        assert_eq!(ledger::count_postings(&mut conn, Kind::Payment, no).await.unwrap(), 1, "{no}");
+    }
     assert_balanced(&db.pool).await;
 }
 
