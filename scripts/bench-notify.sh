@@ -2,9 +2,14 @@
 # Notification benchmark (docs/PERFORMANCE.md, "Notifications"): a throwaway PostgreSQL
 # cluster with normal durability (fsync and synchronous_commit on, the defaults), then on it:
 #   1. pgbench -N -c 32 (the commit-rate ceiling on this machine),
-#   2. the notify load generator (verified notifications applied per second, end to end),
-#   3. pgbench -N -c 32 again (to show the drift between the two measurements).
+#   2. the notify load generator, closed loop: C senders, each waiting for its answer
+#      (verified notifications applied per second, end to end),
+#   3. the same open loop at 80 % and 100 % of the first pgbench figure: notifications due
+#      at a fixed rate, as WeChat sends them, on up to 256 connections; does the service
+#      keep up, and at what latency (measured from when each was due)?
+#   4. pgbench -N -c 32 again (to show the drift between the measurements).
 # Usage: scripts/bench-notify.sh [notifications=20000] [concurrency=32] [extra args, e.g. dup]
+# (extra args go to the closed-loop run only; OPEN_LOOP=0 skips step 3)
 set -euo pipefail
 N=${1:-20000}
 C=${2:-32}
@@ -29,8 +34,17 @@ echo "server: $("$BIN/postgres" --version); fsync=$(psql -c 'SHOW fsync'), synch
 
 "$BIN/pgbench" -i -s 10 -q "$URL" >/dev/null 2>&1
 echo "== pgbench -N -c 32 -j 2 -T $T (before)"
-"$BIN/pgbench" -N -c 32 -j 2 -T "$T" -n "$URL" 2>/dev/null | grep -E "^tps|latency average"
-echo "== notify_load $N $C $*"
+BEFORE=$("$BIN/pgbench" -N -c 32 -j 2 -T "$T" -n "$URL" 2>/dev/null | grep -E "^tps|latency average")
+echo "$BEFORE"
+TPS=$(echo "$BEFORE" | sed -n 's/^tps = \([0-9]*\).*/\1/p')
+echo "== notify_load $N $C $* (closed loop)"
 DATABASE_URL="$URL" target/release/examples/notify_load "$N" "$C" "$@"
+if [ "${OPEN_LOOP:-1}" != 0 ]; then
+  for PCT in 80 100; do
+    RATE=$(( TPS * PCT / 100 ))
+    echo "== notify_load $N 256 rate=$RATE (open loop at $PCT % of pgbench's $TPS TPS)"
+    DATABASE_URL="$URL" target/release/examples/notify_load "$N" 256 "rate=$RATE"
+  done
+fi
 echo "== pgbench -N -c 32 -j 2 -T $T (after)"
 "$BIN/pgbench" -N -c 32 -j 2 -T "$T" -n "$URL" 2>/dev/null | grep -E "^tps|latency average"

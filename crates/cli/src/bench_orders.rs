@@ -29,7 +29,7 @@ use minipay_config::{Config, DEMO_APPID, DEMO_MCH_ID, SandboxEndpoints};
 use minipay_sandbox::{Sandbox, SandboxConfig};
 use minipay_store::clients::{self, Role};
 use minipay_store::domain::{AppId, OpenId};
-use minipay_testkit::http1;
+use minipay_testkit::http1::{self, percentile};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 #[derive(Args)]
@@ -232,14 +232,6 @@ async fn fire(
         other.extend(e);
     }
     Ok((ok, other))
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[idx]
 }
 
 async fn bench(args: &OrdersBench, clients: &tokio::runtime::Handle) -> anyhow::Result<()> {

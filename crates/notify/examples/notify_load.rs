@@ -13,7 +13,9 @@
 //! Arguments: number of notifications (default 20000), concurrency (default 32), then
 //! options: `dup` sends every notification twice (the copies concurrently); `pool=K` sizes
 //! the service's connection pool (default 16); `direct` skips HTTP and runs decode + verify +
-//! the settlement transaction in the load generator's tasks (the database part alone).
+//! the settlement transaction in the load generator's tasks (the database part alone);
+//! `rate=R` sends open loop instead: notification k is due at k/R s, on up to C
+//! connections, and latencies are measured from when each was due (see `open_loop`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -66,6 +68,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dup = args.iter().any(|a| a == "dup");
     let direct = args.iter().any(|a| a == "direct");
     let pool_size: u32 = args.iter().find_map(|a| a.strip_prefix("pool=")).map(str::parse).transpose()?.unwrap_or(16);
+    let rate: Option<f64> = args.iter().find_map(|a| a.strip_prefix("rate=")).map(str::parse).transpose()?;
+    if rate.is_some_and(|r| r <= 0.0) || (rate.is_some() && direct) {
+        return Err("rate=R needs R > 0 and HTTP (not `direct`)".into());
+    }
     let admin = std::env::var("DATABASE_URL").map_err(|_| "set DATABASE_URL to an admin postgres URL")?;
 
     let name = format!("notify_bench_{}", std::process::id());
@@ -141,43 +147,47 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client_rt = http1::client_runtime()?;
     let spawner = if direct { tokio::runtime::Handle::current() } else { client_rt.handle().clone() };
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (next, bodies, requests, addr) = (next.clone(), bodies.clone(), requests.clone(), addr.clone());
-        let db = direct_pool.clone();
-        tasks.push(spawner.spawn(async move {
-            let mut failures = 0usize;
-            let mut http = if direct { None } else { Some(http1::Connection::connect(&addr).await.expect("connect")) };
-            loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= total {
-                    return failures;
+    let (failures, mut latencies, elapsed) = if let Some(rate) = rate {
+        let run = open_loop(addr.clone(), requests.clone(), total, n, rate, concurrency);
+        client_rt.spawn(run).await?
+    } else {
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (next, bodies, requests, addr) = (next.clone(), bodies.clone(), requests.clone(), addr.clone());
+            let db = direct_pool.clone();
+            tasks.push(spawner.spawn(async move {
+                let (mut failures, mut latencies) = (0usize, Vec::new());
+                let mut http =
+                    if direct { None } else { Some(http1::Connection::connect(&addr).await.expect("connect")) };
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= total {
+                        return (failures, latencies);
+                    }
+                    // With `dup`, notification i is sent at positions 2i and 2i+1: two concurrent copies.
+                    let i = if total > n { k / 2 } else { k };
+                    let sent = Instant::now();
+                    let ok = match http.as_mut() {
+                        None => settle_directly(&db, &bodies[i]).await,
+                        Some(c) => send_one(c, &addr, &requests[i]).await,
+                    };
+                    latencies.push(sent.elapsed());
+                    if !ok {
+                        failures += 1;
+                    }
                 }
-                // With `dup`, notification i is sent at positions 2i and 2i+1: two concurrent copies.
-                let i = if total > n { k / 2 } else { k };
-                let ok = match http.as_mut() {
-                    None => settle_directly(&db, &bodies[i]).await,
-                    Some(c) => match tokio::time::timeout(Duration::from_secs(30), c.send(&requests[i])).await {
-                        Ok(Ok(r)) => r.status == 200 && r.body.windows(7).any(|w| w == b"SUCCESS"),
-                        _ => {
-                            // A broken connection is replaced; the request counts as failed.
-                            *c = http1::Connection::connect(&addr).await.expect("reconnect");
-                            false
-                        }
-                    },
-                };
-                if !ok {
-                    failures += 1;
-                }
-            }
-        }));
-    }
-    let mut failures = 0;
-    for t in tasks {
-        failures += t.await?;
-    }
-    let elapsed = started.elapsed();
+            }));
+        }
+        let (mut failures, mut latencies) = (0, Vec::with_capacity(total));
+        for t in tasks {
+            let (f, l) = t.await?;
+            failures += f;
+            latencies.extend(l);
+        }
+        (failures, latencies, started.elapsed())
+    };
     client_rt.shutdown_background();
+    latencies.sort_unstable();
     // Check with a fresh pool: the service's pool holds connections registered with the
     // server's worker runtimes, which end when it stops.
     let check = PgPoolOptions::new().max_connections(2).connect(&url).await?;
@@ -205,6 +215,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         metrics.count("payment", "applied"),
         metrics.count("payment", "duplicate"),
     );
+    let ms = |p: f64| http1::percentile(&latencies, p).as_secs_f64() * 1000.0;
+    if let Some(rate) = rate {
+        println!(
+            "open loop: offered {rate:.0}/s, answered {:.0}/s, up to {concurrency} connections",
+            total as f64 / elapsed.as_secs_f64()
+        );
+    }
+    println!(
+        "latency ms{}: p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+        if rate.is_some() { " (from when each was due)" } else { "" },
+        ms(0.50),
+        ms(0.90),
+        ms(0.99),
+        ms(1.0)
+    );
     let (groups, grouped) = metrics.groups();
     if groups > 0 {
         println!("payment groups: {groups}, {grouped} notifications, mean size {:.1}", grouped / groups as f64);
@@ -217,6 +242,61 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("the benchmark's result check failed".into());
     }
     Ok(())
+}
+
+/// One request on a keep-alive connection: true for a 200 with SUCCESS. A broken connection
+/// is replaced; the request counts as failed.
+async fn send_one(c: &mut http1::Connection, addr: &str, request: &[u8]) -> bool {
+    match tokio::time::timeout(Duration::from_secs(30), c.send(request)).await {
+        Ok(Ok(r)) => r.status == 200 && r.body.windows(7).any(|w| w == b"SUCCESS"),
+        _ => {
+            *c = http1::Connection::connect(addr).await.expect("reconnect");
+            false
+        }
+    }
+}
+
+/// Open loop: notification k is due at k / rate seconds after the start, whether or not
+/// earlier ones have been answered, as WeChat's servers send them (they do not wait for our
+/// answer to one payment before notifying the next). Up to `connections` requests are in
+/// flight; when all are busy the next waits for one, and that wait counts in its latency,
+/// which is measured from when it was due (so a service that falls behind shows it in the
+/// percentiles instead of silently lowering the offered rate). Returns failures,
+/// latencies and the wall time until the last answer.
+async fn open_loop(
+    addr: String,
+    requests: Arc<Vec<Vec<u8>>>,
+    total: usize,
+    n: usize,
+    rate: f64,
+    connections: usize,
+) -> (usize, Vec<Duration>, Duration) {
+    let (idle_tx, mut idle) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..connections {
+        idle_tx.send(http1::Connection::connect(&addr).await.expect("connect")).expect("open");
+    }
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for k in 0..total {
+        let due = started + Duration::from_secs_f64(k as f64 / rate);
+        tokio::time::sleep_until(due).await;
+        let mut c = idle.recv().await.expect("connections come back");
+        let (requests, idle_tx, addr) = (requests.clone(), idle_tx.clone(), addr.clone());
+        let i = if total > n { k / 2 } else { k };
+        tasks.push(tokio::spawn(async move {
+            let ok = send_one(&mut c, &addr, &requests[i]).await;
+            let latency = due.elapsed();
+            let _ = idle_tx.send(c);
+            (ok, latency)
+        }));
+    }
+    let (mut failures, mut latencies) = (0, Vec::with_capacity(total));
+    for t in tasks {
+        let (ok, latency) = t.await.expect("request task");
+        failures += usize::from(!ok);
+        latencies.push(latency);
+    }
+    (failures, latencies, started.elapsed())
 }
 
 /// What the service does for one notification, minus HTTP: decode, verify, then the

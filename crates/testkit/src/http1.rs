@@ -23,6 +23,15 @@ pub fn client_runtime() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("loadgen").enable_all().build()
 }
 
+/// The `p` quantile (0..=1) of sorted latencies, nearest-rank; zero when empty.
+pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+    if sorted.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx]
+}
+
 /// A response: status code and body.
 #[derive(Debug)]
 pub struct Response {
