@@ -102,4 +102,44 @@ async fn a_genuine_notification_for_the_wrong_amount_is_an_anomaly_not_a_payment
     assert_eq!(return_code(&reply), "SUCCESS");
     assert_eq!(app.order_status(&no).await, "paid");
     app.assert_ledger_balanced().await;
+
+    // Operators see the anomaly over the API and close it with a note.
+    let open = format!("/v1/anomalies?status=open&reference={no}");
+    let listed = app.get_as(Some(&app.keys.viewer), &open).await.expect(200).clone();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    let a = &listed["data"][0];
+    assert_eq!((a["kind"].as_str(), a["status"].as_str()), (Some("order_mismatch"), Some("open")));
+    assert_eq!(a["source"], "notification");
+    assert!(a["notification_id"].is_i64(), "it names the raw notification: {a}");
+    let id = a["id"].as_i64().unwrap();
+    let path = format!("/v1/anomalies/{id}/resolve");
+    let note = serde_json::json!({"resolution": "forged amount; the genuine notification settled the order"});
+    assert_eq!(app.get_as(Some(&app.keys.client), &open).await.status, 403, "a shop's key may not read them");
+    assert_eq!(app.post_as(Some(&app.keys.viewer), &path, &note, None).await.status, 403, "viewers may not resolve");
+    let empty = app.post_as(Some(&app.keys.finance), &path, &serde_json::json!({"resolution": "  "}), None).await;
+    assert_eq!((empty.status, empty.code()), (422, "invalid_resolution"));
+    let bad = app.get_as(Some(&app.keys.viewer), "/v1/anomalies?kind=nonsense").await;
+    assert_eq!((bad.status, bad.code()), (422, "invalid_kind"));
+    let missing = app.post_as(Some(&app.keys.finance), "/v1/anomalies/999999/resolve", &note, None).await;
+    assert_eq!((missing.status, missing.code()), (404, "anomaly_not_found"));
+
+    let done = app.post_as(Some(&app.keys.finance), &path, &note, Some("resolve-1")).await.expect(200).clone();
+    assert_eq!(done["status"], "resolved");
+    assert_eq!(done["resolution"], note["resolution"]);
+    assert!(done["resolved_by"].as_str().unwrap().starts_with("client:"), "{done}");
+    // The same request again (same key) replays the first answer; a new one is a conflict.
+    let replay = app.post_as(Some(&app.keys.finance), &path, &note, Some("resolve-1")).await;
+    assert_eq!((replay.status, replay.expect(200)["status"].as_str()), (200, Some("resolved")));
+    let again = app.post_as(Some(&app.keys.finance), &path, &note, Some("resolve-2")).await;
+    assert_eq!((again.status, again.code()), (409, "anomaly_not_open"));
+    assert!(app.get_as(Some(&app.keys.viewer), &open).await.expect(200)["data"].as_array().unwrap().is_empty());
+    let one = app.get_as(Some(&app.keys.finance), &format!("/v1/anomalies/{id}")).await;
+    assert_eq!(one.expect(200)["status"], "resolved");
+    let (audits,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM audit_log WHERE action = 'anomaly.resolved' AND subject_id = $1")
+            .bind(id.to_string())
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(audits, 1, "one audit line for the one resolution");
 }

@@ -75,6 +75,7 @@ pub const ROUTE_MODULES: &[RouteModule] = &[
     RouteModule::new("payouts", routes::payouts::configure, routes::payouts::openapi),
     RouteModule::new("redpacks", routes::redpacks::configure, routes::redpacks::openapi),
     RouteModule::new("reconciliations", routes::reconciliations::configure, routes::reconciliations::openapi),
+    RouteModule::new("anomalies", routes::anomalies::configure, routes::anomalies::openapi),
 ];
 
 /// The OpenAPI document of every module (served at `/openapi.json`).

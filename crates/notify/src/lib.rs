@@ -19,6 +19,8 @@
 //! succeed; what matters is that the disagreement is committed where operators and
 //! reconciliation see it (`settlement_anomalies`) before we say SUCCESS. A FAIL would only
 //! add noise and, for numbers from another system on the same merchant, never end.
+//! Operators list them with `GET /v1/anomalies?status=open` on the api and close each with
+//! `POST /v1/anomalies/{id}/resolve` and a note (audited).
 //!
 //! Layout: [`Application`] (actix-web server, port 0 in tests, graceful stop);
 //! `body` (bounded body reading); `pay` and `refund` (the two pipelines); `reply` (WeChat's

@@ -946,26 +946,82 @@ pub struct Anomaly {
     pub occurrences: i32,
     pub status: String,
     pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolved_by: Option<String>,
+    pub resolution: Option<String>,
+}
+
+/// The kinds `settlement_anomalies.kind` admits (its CHECK constraint).
+pub const ANOMALY_KINDS: [&str; 8] = [
+    "unknown_order",
+    "order_mismatch",
+    "duplicate_payment",
+    "paid_after_close",
+    "unknown_refund",
+    "refund_mismatch",
+    "refund_conflict",
+    "refund_abnormal",
+];
+
+/// The columns of an [`Anomaly`], for every query that reads one.
+macro_rules! select_anomalies {
+    () => {
+        "SELECT id, kind, reference, mch_id, source, notification_id, reason, details, occurrences, status,
+                created_at, last_seen_at, resolved_at, resolved_by, resolution
+           FROM settlement_anomalies "
+    };
 }
 
 /// Open anomalies, oldest first (at most `limit`).
 pub async fn open_anomalies(conn: &mut PgConnection, limit: i64) -> Result<Vec<Anomaly>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT id, kind, reference, mch_id, source, notification_id, reason, details, occurrences, status, created_at
-           FROM settlement_anomalies WHERE status = 'open' ORDER BY id LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_as(concat!(select_anomalies!(), "WHERE status = 'open' ORDER BY id LIMIT $1"))
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// Anomalies (open or resolved) about one out_trade_no / out_refund_no.
 pub async fn anomalies_for(conn: &mut PgConnection, reference: &str) -> Result<Vec<Anomaly>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT id, kind, reference, mch_id, source, notification_id, reason, details, occurrences, status, created_at
-           FROM settlement_anomalies WHERE reference = $1 ORDER BY id",
-    )
-    .bind(reference)
+    Ok(sqlx::query_as(concat!(select_anomalies!(), "WHERE reference = $1 ORDER BY id"))
+        .bind(reference)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// One anomaly.
+pub async fn get_anomaly(conn: &mut PgConnection, id: i64) -> Result<Option<Anomaly>, StoreError> {
+    Ok(sqlx::query_as(concat!(select_anomalies!(), "WHERE id = $1")).bind(id).fetch_optional(conn).await?)
+}
+
+/// What [`list_anomalies`] selects; `None` means any.
+#[derive(Clone, Debug, Default)]
+pub struct AnomalyFilter<'a> {
+    /// `open` or `resolved`.
+    pub status: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub reference: Option<&'a str>,
+    pub mch_id: Option<&'a str>,
+    /// Only ids below this one (the next page).
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// Anomalies for operators, newest first, one page at a time (`before_id`).
+pub async fn list_anomalies(conn: &mut PgConnection, f: &AnomalyFilter<'_>) -> Result<Vec<Anomaly>, StoreError> {
+    Ok(sqlx::query_as(concat!(
+        select_anomalies!(),
+        "WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2)
+           AND ($3::text IS NULL OR reference = $3) AND ($4::text IS NULL OR mch_id = $4)
+           AND ($5::bigint IS NULL OR id < $5)
+         ORDER BY id DESC LIMIT $6"
+    ))
+    .bind(f.status)
+    .bind(f.kind)
+    .bind(f.reference)
+    .bind(f.mch_id)
+    .bind(f.before_id)
+    .bind(f.limit)
     .fetch_all(conn)
     .await?)
 }

@@ -1,5 +1,5 @@
-//! What the payout and red-packet routes share: the preamble of a request that creates a
-//! money movement, and the listing's query-string filters and paging.
+//! What several route modules share: the preamble of a request that creates a money
+//! movement (payouts, red packets), and the listings' query-string filters and paging.
 
 use actix_web::{HttpMessage, HttpRequest};
 use minipay_config::{AppConfig, Config};

@@ -1,6 +1,7 @@
 //! Route modules, one per resource family; each has `configure` and `openapi` (see the
 //! crate docs for how to add one).
 
+pub mod anomalies;
 pub mod common;
 pub mod health;
 pub mod orders;
