@@ -103,7 +103,8 @@ async fn apply(state: &State, facts: &PaymentFacts, text: &str) -> Result<Paymen
         return Ok(PaymentApplied::Applied { late: false });
     }
     // Not applied by the group: a repeat, a mismatch, a late payment, or the group failed.
-    // The single path decides, exactly as without grouping.
+    // A repeat of the very body that was applied costs one statement; everything else takes
+    // the single path, which decides exactly as without grouping.
     let notification = NewNotification {
         kind: NotificationKind::Payment,
         mch_id: &facts.mch_id,
@@ -115,6 +116,9 @@ async fn apply(state: &State, facts: &PaymentFacts, text: &str) -> Result<Paymen
     };
     {
         let mut conn = state.pool.acquire().await?;
+        if notifications::count_applied_repeat(&mut conn, NotificationKind::Payment, text).await? {
+            return Ok(PaymentApplied::AlreadyApplied);
+        }
         if settle::apply_notified_payment(&mut conn, &notification, facts).await?.is_some() {
             return Ok(PaymentApplied::Applied { late: false });
         }

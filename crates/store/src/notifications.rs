@@ -98,6 +98,27 @@ pub async fn record(conn: &mut PgConnection, n: &NewNotification<'_>) -> Result<
     Ok(StoredNotification { id, first_delivery: inserted })
 }
 
+/// Counts one more delivery of a body that was already applied (stored with outcome
+/// `applied`), in one statement that locks only that notification row, and answers whether
+/// it was one. These are WeChat's retries of notifications whose SUCCESS it did not get:
+/// the first delivery's transaction committed everything, so nothing else is to be done,
+/// and the order's row is not touched. Anything else (`false`) takes the full path.
+pub async fn count_applied_repeat(
+    conn: &mut PgConnection,
+    kind: NotificationKind,
+    body: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE wxpay_notifications SET deliveries = deliveries + 1, last_delivered_at = now()
+          WHERE kind = $1 AND body_sha256 = $2 AND outcome = 'applied'",
+    )
+    .bind(kind.as_str())
+    .bind(body_sha256(body.as_bytes()))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Records what settling a notification did the first time (`applied`, `mismatch`, …).
 pub async fn set_outcome(conn: &mut PgConnection, id: i64, outcome: &str) -> Result<(), StoreError> {
     sqlx::query("UPDATE wxpay_notifications SET outcome = $2 WHERE id = $1")

@@ -582,7 +582,11 @@ pub async fn apply_notified_payments(
                  AS t(out_trade_no, transaction_id, paid_at, bank_type, cash_fee, mch_id, appid, openid, amount,
                       debit, credit, event_id, webhook, audit, body_sha256, body)
          ), old AS (
-             SELECT o.id, o.status FROM orders o WHERE o.out_trade_no IN (SELECT out_trade_no FROM i)
+             -- Only open orders are locked: a repeat (order already paid) or a late payment
+             -- (closed) waits for nothing here and goes on to the single path. An order paid
+             -- by a concurrent writer is re-checked after its lock is released and drops out.
+             SELECT o.id, o.status FROM orders o
+              WHERE o.out_trade_no IN (SELECT out_trade_no FROM i) AND o.status IN ('created', 'prepaid')
               ORDER BY o.id FOR UPDATE
          ), upd AS (
              UPDATE orders o SET status = 'paid', transaction_id = i.transaction_id, paid_at = i.paid_at,

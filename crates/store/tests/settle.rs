@@ -494,3 +494,36 @@ async fn concurrent_groups_over_the_same_orders_post_each_payment_once() {
     assert_eq!(postings, 40);
     assert_balanced(&db.pool).await;
 }
+
+/// Only a body whose first delivery was applied counts as a plain repeat; one that was a
+/// mismatch (or anything else) must take the full path again, which counts its anomaly.
+#[tokio::test]
+async fn only_an_applied_body_is_counted_as_a_plain_repeat() {
+    use minipay_store::notifications::{self, NewNotification, NotificationKind};
+    let db = TestDb::new().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    for (body, outcome) in [("<xml>a</xml>", "applied"), ("<xml>m</xml>", "mismatch")] {
+        let n = NewNotification {
+            kind: NotificationKind::Payment,
+            mch_id: MCH,
+            appid: None,
+            reference: outcome,
+            body,
+            fields: None,
+            expected_outcome: outcome,
+        };
+        notifications::record(&mut conn, &n).await.unwrap();
+    }
+    assert!(notifications::count_applied_repeat(&mut conn, NotificationKind::Payment, "<xml>a</xml>").await.unwrap());
+    for body in ["<xml>m</xml>", "<xml>never seen</xml>"] {
+        assert!(
+            !notifications::count_applied_repeat(&mut conn, NotificationKind::Payment, body).await.unwrap(),
+            "{body}"
+        );
+    }
+    assert!(!notifications::count_applied_repeat(&mut conn, NotificationKind::Refund, "<xml>a</xml>").await.unwrap());
+    let deliveries =
+        |r: &'static str| count(&db.pool, "SELECT deliveries::bigint FROM wxpay_notifications WHERE reference = $1", r);
+    assert_eq!(deliveries("applied").await, 2);
+    assert_eq!(deliveries("mismatch").await, 1);
+}
