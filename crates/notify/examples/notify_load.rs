@@ -14,7 +14,8 @@
 //! options: `dup` sends every notification twice (the copies concurrently); `pool=K` sizes
 //! the service's connection pool (default 16); `direct` skips HTTP and runs decode + verify +
 //! the settlement transaction in the load generator's tasks (the database part alone);
-//! `again` sends everything a second time once the first pass is answered and reports the
+//! `history=K` stores K earlier notifications first (default 100,000; 0 for a new install's
+//! empty table); `again` sends everything a second time once the first pass is answered and reports the
 //! second pass (repeats of applied notifications, as WeChat's retries are);
 //! `rate=R` sends open loop instead: notification k is due at k/R s, on up to C
 //! connections, and latencies are measured from when each was due (see `open_loop`).
@@ -69,6 +70,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let concurrency: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(32);
     let dup = args.iter().any(|a| a == "dup");
     let again = args.iter().any(|a| a == "again");
+    let history: i64 =
+        args.iter().find_map(|a| a.strip_prefix("history=")).map(str::parse).transpose()?.unwrap_or(100_000);
     let direct = args.iter().any(|a| a == "direct");
     let pool_size: u32 = args.iter().find_map(|a| a.strip_prefix("pool=")).map(str::parse).transpose()?.unwrap_or(16);
     let rate: Option<f64> = args.iter().find_map(|a| a.strip_prefix("rate=")).map(str::parse).transpose()?;
@@ -115,7 +118,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(sql) = std::env::var("BENCH_SETUP_SQL") {
         sqlx::raw_sql(AssertSqlSafe(sql)).execute(&pool).await?;
     }
-    sqlx::query("VACUUM ANALYZE orders").execute(&pool).await?;
+    // Earlier notifications (as in a deployment in use), so the service runs on the table
+    // sizes and cached plans it will have in production, not on a new install's empty table
+    // (see `settle::apply_notified_payments` on plans).
+    sqlx::query(
+        "INSERT INTO wxpay_notifications (kind, mch_id, appid, reference, body_sha256, body, outcome)
+         SELECT 'payment', $1, $2, 'earlier-' || i, encode(sha256(i::text::bytea), 'hex'),
+                '<xml>' || repeat('x', 700) || '</xml>', 'applied'
+           FROM generate_series(1, $3) AS i",
+    )
+    .bind(DEMO_MCH_ID)
+    .bind(DEMO_APPID)
+    .bind(history)
+    .execute(&pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE orders, wxpay_notifications").execute(&pool).await?;
     let bodies: Arc<Vec<String>> = Arc::new((0..n).map(|i| body(i, 100 + (i % 1000) as i64)).collect());
 
     let toml = format!(

@@ -40,7 +40,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpResponse, web};
 use minipay_config::Config;
 use minipay_store::group_commit::{self, GroupCommit};
-use minipay_store::settle::{self, NotifiedPayment};
+use minipay_store::settle::{self, GroupAnswer, NotifiedPayment};
 use sqlx::PgPool;
 use wxpay::ApiKey;
 
@@ -82,7 +82,7 @@ pub(crate) struct State {
     pub rejected_keep: i64,
     pub metrics: Metrics,
     /// Common-case payments of concurrent notifications, applied a group per statement.
-    pub payments: GroupCommit<NotifiedPayment, bool>,
+    pub payments: GroupCommit<NotifiedPayment, GroupAnswer>,
 }
 
 /// The running notify service.
@@ -153,10 +153,15 @@ impl Application {
 
 /// The group commit in front of the payment path (see [`minipay_store::group_commit`]):
 /// `limits` from `[database] group_max / group_in_flight`. A group that cannot run (database
-/// down, a constraint) answers "not applied" for all: each notification then takes the
+/// down, a constraint) answers `NotHandled` for all: each notification then takes the
 /// single path, which reports the error (FAIL) or the repeat on its own.
-fn payment_group(pool: PgPool, metrics: Metrics, limits: group_commit::Limits) -> GroupCommit<NotifiedPayment, bool> {
-    GroupCommit::start_with_fallback("notify.payments", limits, false, move |items: Vec<NotifiedPayment>| {
+fn payment_group(
+    pool: PgPool,
+    metrics: Metrics,
+    limits: group_commit::Limits,
+) -> GroupCommit<NotifiedPayment, GroupAnswer> {
+    let fallback = GroupAnswer::NotHandled;
+    GroupCommit::start_with_fallback("notify.payments", limits, fallback, move |items: Vec<NotifiedPayment>| {
         let pool = pool.clone();
         metrics.observe_group(items.len());
         async move {

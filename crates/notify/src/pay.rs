@@ -6,7 +6,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use minipay_store::domain::mask;
 use minipay_store::notifications::{self, NewNotification, NotificationKind};
-use minipay_store::settle::{self, NotifiedPayment, PaymentApplied, PaymentFacts, Source};
+use minipay_store::settle::{self, GroupAnswer, NotifiedPayment, PaymentApplied, PaymentFacts, Source};
 use minipay_store::{Fen, StoreError};
 use wxpay::api::parse_wechat_time;
 use wxpay::xml::{self, Params};
@@ -99,8 +99,10 @@ async fn apply(state: &State, facts: &PaymentFacts, text: &str) -> Result<Paymen
     // The common case (first delivery for an open, matching order): grouped with the other
     // notifications arriving meanwhile, one statement and one commit for the group.
     let grouped = NotifiedPayment { facts: facts.clone(), body: text.to_owned() };
-    if state.payments.submit(grouped).await == Ok(true) {
-        return Ok(PaymentApplied::Applied { late: false });
+    match state.payments.submit(grouped).await {
+        Ok(GroupAnswer::Applied) => return Ok(PaymentApplied::Applied { late: false }),
+        Ok(GroupAnswer::Repeat) => return Ok(PaymentApplied::AlreadyApplied),
+        Ok(GroupAnswer::NotHandled) | Err(_) => {}
     }
     // Not applied by the group: a repeat, a mismatch, a late payment, or the group failed.
     // A repeat of the very body that was applied costs one statement; everything else takes
