@@ -108,3 +108,45 @@ async fn retry_without_a_stored_response_reaches_the_same_order() {
     assert_eq!(orders, 1);
     app.assert_ledger_balanced().await;
 }
+
+#[tokio::test]
+async fn order_requests_the_handler_answers_before_claiming_are_remembered_too() {
+    // `POST /v1/orders` claims its key in the order insert's statement; a request refused
+    // before that (validation) is still decided by the key's first response.
+    let app = TestApp::spawn().await;
+    let openid = app.login("demo-user").await;
+    let bad = json!({"openid": openid, "amount": 0, "description": "bad"});
+    let first = app.create_order_idempotent(&bad, "v-1").await;
+    assert_eq!((first.status, first.code()), (422, "invalid_amount"));
+    let again = app.create_order_idempotent(&bad, "v-1").await;
+    assert_eq!((again.status, &again.body), (422, &first.body));
+    assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+    let fixed = app.create_order_idempotent(&json!({"openid": openid, "amount": 1, "description": "bad"}), "v-1").await;
+    assert_eq!((fixed.status, fixed.code()), (409, "idempotency_key_reused"));
+    // A key first used by a valid request refuses an invalid one with the same key.
+    let good = json!({"openid": openid, "amount": 5, "description": "good"});
+    app.create_order_idempotent(&good, "v-2").await.expect(201);
+    let other =
+        app.create_order_idempotent(&json!({"openid": openid, "amount": -5, "description": "good"}), "v-2").await;
+    assert_eq!((other.status, other.code()), (409, "idempotency_key_reused"));
+
+    // A new key for a number already taken by the same order: the key is claimed, the
+    // insert finds the order, and both keys replay their own first answers.
+    let numbered = json!({"out_trade_no": "N-idem-1", "openid": openid, "amount": 9, "description": "n"});
+    let a = app.create_order_idempotent(&numbered, "n-a").await;
+    a.expect(201);
+    let b = app.create_order_idempotent(&numbered, "n-b").await;
+    assert_eq!((b.status, &b.body["out_trade_no"], &b.body["status"]), (200, &json!("N-idem-1"), &json!("prepaid")));
+    assert_eq!(b.body["pay_params"]["package"], a.body["pay_params"]["package"], "the same prepay");
+    let b2 = app.create_order_idempotent(&numbered, "n-b").await;
+    assert_eq!((b2.status, &b2.body), (200, &b.body));
+    let (orders, prepaid, stored): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM orders WHERE status = 'prepaid'),
+                (SELECT count(*) FROM idempotency_keys WHERE response_status IS NOT NULL)",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!((orders, prepaid, stored), (2, 2, 4), "v-1, v-2, n-a, n-b stored; 2 orders");
+    app.assert_ledger_balanced().await;
+}

@@ -22,6 +22,7 @@ use wxpay::api::{
 };
 
 use crate::error::ApiError;
+use crate::idempotency::ClaimTicket;
 use crate::state::AppState;
 
 /// Attempts per call when WeChat's answer is Unknown (SYSTEMERROR, timeout, …).
@@ -58,8 +59,10 @@ pub enum Issued {
     },
 }
 
-/// Issues (or re-issues, same number and parameters) unifiedorder for an open order.
-pub async fn issue(state: &AppState, order: &Order) -> Result<Issued, ApiError> {
+/// Issues (or re-issues, same number and parameters) unifiedorder for an open order. With
+/// the request's [`ClaimTicket`], the `prepaid` mark is left to be written with the stored
+/// response.
+pub async fn issue(state: &AppState, order: &Order, ticket: Option<&ClaimTicket>) -> Result<Issued, ApiError> {
     let client = state.wxpay(&order.mch_id, &order.appid)?;
     let req = UnifiedOrderRequest {
         body: order.description.clone(),
@@ -82,6 +85,9 @@ pub async fn issue(state: &AppState, order: &Order) -> Result<Issued, ApiError> 
         match outcome {
             Outcome::Success(r) => {
                 // Asynchronous commit: see `state` for why losing this mark is harmless.
+                if ticket.is_some_and(|t| t.defer_prepaid(&order.out_trade_no, &r.prepay_id)) {
+                    return Ok(Issued::Prepaid { prepay_id: r.prepay_id });
+                }
                 let mark = (order.out_trade_no.clone(), r.prepay_id.clone());
                 if !matches!(state.groups.prepaid.submit(mark).await, Ok(Some(_))) {
                     orders::mark_prepaid(&state.pool_async, &order.out_trade_no, &r.prepay_id).await?;

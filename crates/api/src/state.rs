@@ -8,7 +8,9 @@
 //! and the `prepaid` mark (a lost one leaves the order `created`; re-issuing unifiedorder
 //! with the same number returns the same prepay_id, and a payment applies to either state).
 //! This keeps one WAL flush per order instead of four, and [`Groups`] shares that flush (and
-//! each statement) among the orders created concurrently.
+//! each statement) among the orders created concurrently. With an Idempotency-Key an order
+//! costs two statements: the claim with the order insert (durable), and the stored
+//! response with the `prepaid` mark (asynchronous).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,7 @@ use minipay_store::StoreError;
 use minipay_store::clients::ApiClient;
 use minipay_store::group_commit::{GroupCommit, Limits};
 use minipay_store::idempotency::{self, Claim, Completion};
-use minipay_store::orders::{self, NewOrderOwned, Order};
+use minipay_store::orders::{self, GroupInsert, NewOrderOwned};
 
 use minipay_config::Config;
 use sqlx::PgPool;
@@ -58,11 +60,13 @@ pub struct AppState {
 pub struct Groups {
     /// Idempotency-Key claims (`pool_async`); false: call `idempotency::begin`.
     pub claims: GroupCommit<Claim, bool>,
-    /// Order inserts (`pool`, durable); None: call `orders::insert`.
-    pub orders: GroupCommit<NewOrderOwned, Option<Order>>,
+    /// Order inserts with their Idempotency-Key claims (`pool`, durable); see
+    /// `orders::claim_and_insert_group` for what the caller does with each answer.
+    pub orders: GroupCommit<(NewOrderOwned, Option<Claim>), GroupInsert>,
     /// `prepaid` marks (`pool_async`); None: call `orders::mark_prepaid`.
     pub prepaid: GroupCommit<(String, String), Option<bool>>,
-    /// Stored idempotent responses (`pool_async`); false: call `idempotency::complete`.
+    /// Stored idempotent responses, with their orders' prepay marks (`pool_async`); false:
+    /// call `idempotency::complete` (and `orders::mark_prepaid`).
     pub completions: GroupCommit<Completion, bool>,
 }
 
@@ -75,13 +79,18 @@ impl Groups {
                 let pool = a1.clone();
                 async move { idempotency::claim_group(&pool, &c).await }
             }),
-            orders: GroupCommit::start_with_fallback("api.orders", limits, None, move |o: Vec<NewOrderOwned>| {
-                let pool = p.clone();
-                async move {
-                    let mut conn = pool.acquire().await?;
-                    orders::insert_group(&mut conn, &o).await
-                }
-            }),
+            orders: GroupCommit::start_with_fallback(
+                "api.orders",
+                limits,
+                GroupInsert::Skipped,
+                move |o: Vec<(NewOrderOwned, Option<Claim>)>| {
+                    let pool = p.clone();
+                    async move {
+                        let mut conn = pool.acquire().await?;
+                        orders::claim_and_insert_group(&mut conn, &o).await
+                    }
+                },
+            ),
             prepaid: GroupCommit::start_with_fallback("api.prepaid", limits, None, move |m: Vec<(String, String)>| {
                 let pool = a2.clone();
                 async move {
@@ -116,7 +125,13 @@ impl AppState {
             clients.insert((m.mch_id.clone(), String::new()), config.wxpay_client_for(&m.mch_id, "")?);
         }
         let weixin = config.weixin_client()?;
-        let async_options = (*pool.connect_options()).clone().options([("synchronous_commit", "off")]);
+        // Every statement on this pool is a write by key, for which the generic plan is the
+        // plan. Without `force_generic_plan` PostgreSQL plans the group statements afresh on
+        // every execution (measured: 5,118 plans in 5,108 executions, 0.32 ms each): a custom
+        // plan for a 3-element array looks cheaper than the generic plan, costed for 10.
+        let async_options = (*pool.connect_options())
+            .clone()
+            .options([("synchronous_commit", "off"), ("plan_cache_mode", "force_generic_plan")]);
         let pool_async = sqlx::postgres::PgPoolOptions::new()
             .max_connections(pool.options().get_max_connections())
             .acquire_timeout(Duration::from_secs(5))

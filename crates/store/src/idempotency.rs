@@ -131,22 +131,34 @@ pub struct Completion {
     pub key: String,
     pub status: u16,
     pub body: serde_json::Value,
+    /// An order's (out_trade_no, prepay_id) to record in the same statement, as
+    /// `crate::orders::mark_prepaid` does: the request that made the response also got the
+    /// prepay, and both writes are equally safe to lose (see the api's `state` docs).
+    pub prepaid: Option<(String, String)>,
 }
 
-/// The group form of [`complete`]: stores many responses in one statement. On `Err` the
-/// caller may repeat each with [`complete`].
+/// The group form of [`complete`] (and of `crate::orders::mark_prepaid` for the completions
+/// that carry a prepay): stores many responses in one statement. On `Err` nothing was
+/// written (or all of it, if the commit's outcome is unknown); the caller may repeat each
+/// with [`complete`] and `mark_prepaid`, which are idempotent.
 pub async fn complete_group(pool: &PgPool, done: &[Completion]) -> Result<(), StoreError> {
+    let marks: Vec<&(String, String)> = done.iter().filter_map(|c| c.prepaid.as_ref()).collect();
     sqlx::query(
-        "UPDATE idempotency_keys k SET response_status = i.status, response_body = i.body
-           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::jsonb[]) AS i(client_id, key, status, body)
-          WHERE k.client_id = i.client_id AND k.key = i.key",
+        "WITH stored AS (
+             UPDATE idempotency_keys k SET response_status = i.status, response_body = i.body
+               FROM unnest($1::uuid[], $2::text[], $3::int[], $4::jsonb[]) AS i(client_id, key, status, body)
+              WHERE k.client_id = i.client_id AND k.key = i.key
+         )
+         UPDATE orders o SET status = 'prepaid', prepay_id = m.prepay_id, prepay_at = now(), last_error = NULL
+           FROM unnest($5::text[], $6::text[]) AS m(out_trade_no, prepay_id)
+          WHERE o.out_trade_no = m.out_trade_no AND o.status IN ('created', 'prepaid')",
     )
-    // Unprepared: planned for each group's own arrays (see `group_commit` on plans).
-    .persistent(false)
     .bind(done.iter().map(|c| c.client_id).collect::<Vec<_>>())
     .bind(done.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())
     .bind(done.iter().map(|c| i32::from(c.status)).collect::<Vec<_>>())
     .bind(done.iter().map(|c| &c.body).collect::<Vec<_>>())
+    .bind(marks.iter().map(|m| m.0.as_str()).collect::<Vec<_>>())
+    .bind(marks.iter().map(|m| m.1.as_str()).collect::<Vec<_>>())
     .execute(pool)
     .await?;
     Ok(())

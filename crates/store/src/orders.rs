@@ -7,6 +7,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::domain::{OrderStatus, State, check_transition};
+use crate::idempotency::Claim;
 use crate::{Fen, StoreError};
 
 /// An order as stored.
@@ -159,7 +160,7 @@ pub async fn insert(conn: &mut PgConnection, o: &NewOrder<'_>) -> Result<Order, 
     }
 }
 
-/// An owned [`NewOrder`], for [`insert_group`] (requests cross tasks to be grouped).
+/// An owned [`NewOrder`], for [`claim_and_insert_group`] (requests cross tasks to be grouped).
 #[derive(Clone, Debug)]
 pub struct NewOrderOwned {
     pub out_trade_no: String,
@@ -191,41 +192,114 @@ impl NewOrderOwned {
     }
 }
 
-/// The group form of [`insert`] (see [`crate::group_commit`]): inserts many new orders in
-/// one statement and one commit. Answers, per input and in order, the inserted order, or
-/// `None` when its out_trade_no was taken (by an existing order or an earlier input of the
-/// group): the caller then takes [`insert`], which reports the conflict. On `Err` nothing
-/// was inserted (or, if the connection broke during the commit, possibly everything:
-/// [`insert`] then finds the number taken and the caller's same-request check applies).
-pub async fn insert_group(conn: &mut PgConnection, orders: &[NewOrderOwned]) -> Result<Vec<Option<Order>>, StoreError> {
-    let col = |f: fn(&NewOrderOwned) -> &str| orders.iter().map(f).collect::<Vec<&str>>();
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO orders (out_trade_no, appid, mch_id, client_id, openid, amount, description, attach, status,
-                             sign_type, expires_at)
-         SELECT i.out_trade_no, i.appid, i.mch_id, i.client_id, i.openid, i.amount, i.description, i.attach,
-                'created', i.sign_type, i.expires_at
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::bigint[], $7::text[],
-                       $8::text[], $9::text[], $10::timestamptz[])
-             AS i(out_trade_no, appid, mch_id, client_id, openid, amount, description, attach, sign_type, expires_at)
-         ON CONFLICT (out_trade_no) DO NOTHING
-         RETURNING {COLUMNS}"
+/// What [`claim_and_insert_group`] did for one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupInsert {
+    /// The order was inserted, and its Idempotency-Key (if it came with one) claimed for it.
+    Inserted(Box<Order>),
+    /// The key was claimed for this request, but the out_trade_no is taken: the caller holds
+    /// the key and takes [`insert`], which reports the conflict.
+    Claimed,
+    /// Nothing was written for this request: its key is already there (or it shared a key or
+    /// a number with an earlier request of the group), or, without a key, its number is
+    /// taken. The caller claims the key with `idempotency::begin` (when it has one), then
+    /// takes [`insert`].
+    Skipped,
+}
+
+/// The group form of `idempotency::begin`'s claim followed by [`insert`] (see
+/// [`crate::group_commit`]): claims the requests' Idempotency-Keys and inserts their orders
+/// in one statement and one durable commit. An order is inserted only when its key (if it
+/// has one) was newly claimed, so a repeated request never reaches the orders table here.
+/// Answers one [`GroupInsert`] per input, in order. On `Err` nothing was written (or, if
+/// the connection broke during the commit, possibly everything: `begin` then finds the key
+/// in progress, and [`insert`] finds the number taken and the caller's same-request check
+/// applies).
+///
+/// No plan choice here (two inserts arbitrated by their unique indexes, joins between the
+/// statement's own rows only), so it is prepared (see `group_commit` on plans).
+pub async fn claim_and_insert_group(
+    conn: &mut PgConnection,
+    requests: &[(NewOrderOwned, Option<Claim>)],
+) -> Result<Vec<GroupInsert>, StoreError> {
+    // A number or key seen earlier in the group is left out: one statement cannot tell two
+    // requests with the same number apart.
+    let mut numbers = std::collections::HashSet::new();
+    let mut keys = std::collections::HashSet::new();
+    let included: Vec<bool> = requests
+        .iter()
+        .map(|(o, c)| {
+            let fresh_key = c.as_ref().is_none_or(|c| keys.insert((c.client_id, c.key.as_str())));
+            numbers.insert(o.out_trade_no.as_str()) && fresh_key
+        })
+        .collect();
+    let group: Vec<&(NewOrderOwned, Option<Claim>)> =
+        requests.iter().zip(&included).filter(|(_, inc)| **inc).map(|(r, _)| r).collect();
+    let col = |f: fn(&NewOrderOwned) -> &str| group.iter().map(|(o, _)| f(o)).collect::<Vec<&str>>();
+    let claim = |f: fn(&Claim) -> &str| group.iter().map(|(_, c)| c.as_ref().map(f)).collect::<Vec<Option<&str>>>();
+    let rows: Vec<sqlx::postgres::PgRow> = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH input AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::bigint[],
+                                  $7::text[], $8::text[], $9::text[], $10::timestamptz[],
+                                  $11::uuid[], $12::text[], $13::text[], $14::text[], $15::text[])
+               AS i(out_trade_no, appid, mch_id, client_id, openid, amount, description, attach, sign_type,
+                    expires_at, key_client, key, method, path, request_hash)
+         ), claimed AS (
+             INSERT INTO idempotency_keys (client_id, key, method, path, request_hash)
+             SELECT key_client, key, method, path, request_hash FROM input WHERE key IS NOT NULL
+             ON CONFLICT (client_id, key) DO NOTHING
+             RETURNING client_id, key
+         ), inserted AS (
+             INSERT INTO orders (out_trade_no, appid, mch_id, client_id, openid, amount, description, attach,
+                                 status, sign_type, expires_at)
+             SELECT i.out_trade_no, i.appid, i.mch_id, i.client_id, i.openid, i.amount, i.description, i.attach,
+                    'created', i.sign_type, i.expires_at
+               FROM input i
+              WHERE i.key IS NULL
+                 OR EXISTS (SELECT 1 FROM claimed c WHERE c.client_id = i.key_client AND c.key = i.key)
+             ON CONFLICT (out_trade_no) DO NOTHING
+             RETURNING {COLUMNS}
+         )
+         SELECT i.out_trade_no AS input_no,
+                EXISTS (SELECT 1 FROM claimed c WHERE c.client_id = i.key_client AND c.key = i.key) AS claimed,
+                o.*
+           FROM input i LEFT JOIN inserted o ON o.out_trade_no = i.out_trade_no"
     )))
     .bind(col(|o| &o.out_trade_no))
     .bind(col(|o| &o.appid))
     .bind(col(|o| &o.mch_id))
-    .bind(orders.iter().map(|o| o.client_id).collect::<Vec<_>>())
+    .bind(group.iter().map(|(o, _)| o.client_id).collect::<Vec<_>>())
     .bind(col(|o| &o.openid))
-    .bind(orders.iter().map(|o| o.amount.get()).collect::<Vec<_>>())
+    .bind(group.iter().map(|(o, _)| o.amount.get()).collect::<Vec<_>>())
     .bind(col(|o| &o.description))
-    .bind(orders.iter().map(|o| o.attach.as_deref()).collect::<Vec<_>>())
+    .bind(group.iter().map(|(o, _)| o.attach.as_deref()).collect::<Vec<_>>())
     .bind(col(|o| &o.sign_type))
-    .bind(orders.iter().map(|o| o.expires_at).collect::<Vec<_>>())
+    .bind(group.iter().map(|(o, _)| o.expires_at).collect::<Vec<_>>())
+    .bind(group.iter().map(|(_, c)| c.as_ref().map(|c| c.client_id)).collect::<Vec<_>>())
+    .bind(claim(|c| &c.key))
+    .bind(claim(|c| &c.method))
+    .bind(claim(|c| &c.path))
+    .bind(claim(|c| &c.request_hash))
     .fetch_all(conn)
     .await?;
-    let mut inserted: std::collections::HashMap<String, Order> =
-        rows.into_iter().map(|r| Order::try_from(r).map(|o| (o.out_trade_no.clone(), o))).collect::<Result<_, _>>()?;
-    // Each inserted row answers the first input with its number; later copies get None.
-    Ok(orders.iter().map(|o| inserted.remove(&o.out_trade_no)).collect())
+    let mut answers = std::collections::HashMap::with_capacity(rows.len());
+    for row in rows {
+        use sqlx::{FromRow, Row as _};
+        let number: String = row.try_get("input_no")?;
+        let answer = if row.try_get::<Option<i64>, _>("id")?.is_some() {
+            GroupInsert::Inserted(Box::new(Order::try_from(Row::from_row(&row)?)?))
+        } else if row.try_get::<bool, _>("claimed")? {
+            GroupInsert::Claimed
+        } else {
+            GroupInsert::Skipped
+        };
+        answers.insert(number, answer);
+    }
+    Ok(requests
+        .iter()
+        .zip(included)
+        .map(|((o, _), inc)| if inc { answers.remove(&o.out_trade_no) } else { None }.unwrap_or(GroupInsert::Skipped))
+        .collect())
 }
 
 /// The order with this out_trade_no.
@@ -331,8 +405,6 @@ pub async fn mark_prepaid_group<'c>(
           WHERE o.out_trade_no = i.out_trade_no AND o.status IN ('created', 'prepaid')
          RETURNING o.out_trade_no",
     )
-    // Unprepared: planned for each group's own arrays (see `group_commit` on plans).
-    .persistent(false)
     .bind(&numbers)
     .bind(&prepay)
     .fetch_all(e)

@@ -1,13 +1,13 @@
-//! Store functions behind the payments API: idempotency keys, orders' transitions, refund
-//! reservations.
+//! Store functions behind the payments API: idempotency keys, orders' transitions, the
+//! order group statement, refund reservations.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use minipay_store::clients::{self, Role};
 use minipay_store::domain::OrderStatus;
-use minipay_store::idempotency::{self, Begin, KeyedRequest};
-use minipay_store::orders::{self, NewOrder};
+use minipay_store::idempotency::{self, Begin, Claim, Completion, KeyedRequest};
+use minipay_store::orders::{self, GroupInsert, NewOrder, NewOrderOwned};
 use minipay_store::refunds::{self, CreateError};
 use minipay_store::{Fen, StoreError};
 use minipay_testkit::TestDb;
@@ -117,4 +117,100 @@ async fn refunds_reserve_and_release() {
     let direct =
         sqlx::query("UPDATE orders SET refunded_amount = 1001 WHERE out_trade_no = 'o-r'").execute(&db.pool).await;
     assert!(direct.is_err());
+}
+
+fn claim(client: uuid::Uuid, key: &str, hash: &str) -> Option<Claim> {
+    Some(Claim {
+        client_id: client,
+        key: key.to_owned(),
+        method: "POST".into(),
+        path: "/v1/orders".into(),
+        request_hash: hash.to_owned(),
+    })
+}
+
+#[tokio::test]
+async fn the_order_group_claims_keys_with_their_orders_and_leaves_the_rest_to_the_single_path() {
+    let db = TestDb::new().await;
+    let client = setup(&db).await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let owned = |no: &str| NewOrderOwned::new(&new_order(no, client));
+    orders::insert(&mut conn, &new_order("taken", client)).await.unwrap();
+    idempotency::begin(
+        &db.pool,
+        &KeyedRequest { client_id: client, key: "used", method: "POST", path: "/v1/orders", request_hash: "h0" },
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+
+    let answers = orders::claim_and_insert_group(
+        &mut conn,
+        &[
+            (owned("g-1"), claim(client, "k-1", "h1")),   // new key, new number
+            (owned("g-2"), claim(client, "used", "h2")),  // key already there
+            (owned("taken"), claim(client, "k-3", "h3")), // new key, number taken
+            (owned("g-4"), None),                         // no key, new number
+            (owned("taken"), None),                       // no key, number taken
+            (owned("g-1"), claim(client, "k-6", "h6")),   // number of an earlier input
+            (owned("g-7"), claim(client, "k-1", "h1")),   // key of an earlier input
+        ],
+    )
+    .await
+    .unwrap();
+    let kinds: Vec<&str> = answers
+        .iter()
+        .map(|a| match a {
+            GroupInsert::Inserted(_) => "inserted",
+            GroupInsert::Claimed => "claimed",
+            GroupInsert::Skipped => "skipped",
+        })
+        .collect();
+    assert_eq!(kinds, ["inserted", "skipped", "claimed", "inserted", "skipped", "skipped", "skipped"]);
+    let GroupInsert::Inserted(g1) = &answers[0] else { unreachable!() };
+    assert_eq!((g1.out_trade_no.as_str(), g1.status, g1.client_id), ("g-1", OrderStatus::Created, Some(client)));
+    assert_eq!(**g1, orders::find(&mut *conn, "g-1").await.unwrap().unwrap(), "answered as stored");
+
+    // Written: the inserted orders and the claimed keys, nothing else.
+    let numbers: Vec<(String,)> =
+        sqlx::query_as("SELECT out_trade_no FROM orders ORDER BY 1").fetch_all(&mut *conn).await.unwrap();
+    assert_eq!(numbers, [("g-1".into(),), ("g-4".into(),), ("taken".into(),)]);
+    let keys: Vec<(String, String, Option<i32>)> =
+        sqlx::query_as("SELECT key, request_hash, response_status FROM idempotency_keys ORDER BY 1")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        keys,
+        [("k-1".into(), "h1".into(), None), ("k-3".into(), "h3".into(), None), ("used".into(), "h0".into(), None)]
+    );
+    // The single path then decides the skipped ones as it always did.
+    let used = KeyedRequest { client_id: client, key: "used", method: "POST", path: "/v1/orders", request_hash: "h2" };
+    assert_eq!(idempotency::begin(&db.pool, &used, Duration::from_secs(60)).await.unwrap(), Begin::Mismatch);
+
+    // The stored responses and the prepay marks: one statement; a closed order stays closed.
+    let g4 = orders::find(&mut *conn, "g-4").await.unwrap().unwrap();
+    orders::set_closed(&mut conn, &g4).await.unwrap();
+    let done = |key: &str, prepaid: Option<(&str, &str)>| Completion {
+        client_id: client,
+        key: key.to_owned(),
+        status: 201,
+        body: serde_json::json!({"key": key}),
+        prepaid: prepaid.map(|(n, p)| (n.to_owned(), p.to_owned())),
+    };
+    idempotency::complete_group(
+        &db.pool,
+        &[done("k-1", Some(("g-1", "wx-1"))), done("k-3", Some(("g-4", "wx-4"))), done("used", None)],
+    )
+    .await
+    .unwrap();
+    let g1 = orders::find(&mut *conn, "g-1").await.unwrap().unwrap();
+    assert_eq!((g1.status, g1.prepay_id.as_deref()), (OrderStatus::Prepaid, Some("wx-1")));
+    let g4 = orders::find(&mut *conn, "g-4").await.unwrap().unwrap();
+    assert_eq!((g4.status, g4.prepay_id), (OrderStatus::Closed, None));
+    let k1 = KeyedRequest { client_id: client, key: "k-1", method: "POST", path: "/v1/orders", request_hash: "h1" };
+    assert_eq!(
+        idempotency::begin(&db.pool, &k1, Duration::from_secs(60)).await.unwrap(),
+        Begin::Replay { status: 201, body: serde_json::json!({"key": "k-1"}) }
+    );
 }

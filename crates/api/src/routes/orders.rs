@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use minipay_store::domain::{AppId, OpenId, OrderStatus, OutTradeNo, State};
-use minipay_store::orders::{self, NewOrder, NewOrderOwned, Order};
+use minipay_store::orders::{self, GroupInsert, NewOrder, NewOrderOwned, Order};
 use minipay_store::refunds;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,7 +16,7 @@ use wxpay::jsapi::{RequestPaymentParams, request_payment_params};
 
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::idempotency::IdempotencyKey;
+use crate::idempotency::{ClaimTicket, IdempotencyKey};
 use crate::payments::{self, Closed, Issued};
 use crate::routes::refunds::RefundView;
 use crate::state::AppState;
@@ -246,10 +246,31 @@ pub async fn create_order(
         expires_at: now + chrono::Duration::seconds(expires_in),
     };
     // A new number (the common case) is inserted together with concurrent requests' orders,
-    // one durable commit for the group; a taken number or a failed group takes the single
-    // insert, which reports the conflict.
-    if let Ok(Some(order)) = state.groups.orders.submit(NewOrderOwned::new(&new)).await {
-        return prepay(&state, order, true, &out_trade_no).await;
+    // and its Idempotency-Key claimed in the same statement: one durable commit for the group.
+    // Anything else (a key already used, a taken number, a failed group) takes the single
+    // insert below, after claiming the key on its own; the insert reports the conflict.
+    let ticket = req.extensions().get::<ClaimTicket>().cloned();
+    let claim = ticket.as_ref().and_then(ClaimTicket::take);
+    let keyed = claim.is_some();
+    match state.groups.orders.submit((NewOrderOwned::new(&new), claim)).await {
+        Ok(GroupInsert::Inserted(order)) => {
+            if let Some(t) = &ticket {
+                t.hold();
+            }
+            return prepay(&state, *order, true, &out_trade_no, ticket.as_ref()).await;
+        }
+        Ok(GroupInsert::Claimed) => {
+            if let Some(t) = &ticket {
+                t.hold();
+            }
+        }
+        Ok(GroupInsert::Skipped) | Err(_) => {
+            if let (Some(t), true) = (&ticket, keyed) {
+                if let Err(answer) = t.claim(&state).await {
+                    return Ok(answer);
+                }
+            }
+        }
     }
     let mut conn = state.pool.acquire().await?;
     let (order, created) = match orders::insert(&mut conn, &new).await {
@@ -266,7 +287,7 @@ pub async fn create_order(
         Err(e) => return Err(e.into()),
     };
     drop(conn);
-    prepay(&state, order, created, &out_trade_no).await
+    prepay(&state, order, created, &out_trade_no, ticket.as_ref()).await
 }
 
 /// unifiedorder for an order just inserted (`created`) or found again, and the answer.
@@ -275,12 +296,13 @@ async fn prepay(
     order: Order,
     created: bool,
     out_trade_no: &OutTradeNo,
+    ticket: Option<&ClaimTicket>,
 ) -> Result<HttpResponse, ApiError> {
     if !order.is_open() {
         // A repeat of a finished order: report it as it stands (no new prepay).
         return Ok(HttpResponse::Ok().json(OrderView::new(&order)));
     }
-    let issued = payments::issue(state, &order).await?;
+    let issued = payments::issue(state, &order, ticket).await?;
     let current = match &issued {
         // Known without reading back: the order we inserted, now prepaid.
         Issued::Prepaid { .. } => Order { status: OrderStatus::Prepaid, ..order },
