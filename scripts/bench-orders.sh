@@ -3,6 +3,8 @@
 # cluster with normal durability (fsync and synchronous_commit on, the defaults), then on it:
 #   1. pgbench -N -c 32 (the commit-rate ceiling on this machine),
 #   2. `minipay bench orders` (created orders per second end to end, latency percentiles),
+#      closed loop with the given concurrency, then open loop at 50 % of step 1's TPS
+#      (OPEN_LOOP=0 skips it; extra args go to the closed-loop run only),
 #   3. pgbench -N -c 32 again (to show the drift between the two measurements).
 # Usage: scripts/bench-orders.sh [requests=10000] [concurrency=32] [extra bench args]
 set -euo pipefail
@@ -29,8 +31,15 @@ echo "server: $("$BIN/postgres" --version); fsync=$(psql -c 'SHOW fsync'), synch
 
 "$BIN/pgbench" -i -s 10 -q "$URL" >/dev/null 2>&1
 echo "== pgbench -N -c 32 -j 2 -T $T (before)"
-"$BIN/pgbench" -N -c 32 -j 2 -T "$T" -n "$URL" 2>/dev/null | grep -E "^tps|latency average"
-echo "== minipay bench orders --requests $N --concurrency $C $*"
+BEFORE=$("$BIN/pgbench" -N -c 32 -j 2 -T "$T" -n "$URL" 2>/dev/null | grep -E "^tps|latency average")
+echo "$BEFORE"
+TPS=$(echo "$BEFORE" | sed -n 's/^tps = \([0-9]*\).*/\1/p')
+echo "== minipay bench orders --requests $N --concurrency $C $* (closed loop)"
 target/release/minipay bench orders --requests "$N" --concurrency "$C" --database-url "$URL" "$@"
+if [ "${OPEN_LOOP:-1}" != 0 ]; then
+  RATE=$(( TPS / 2 ))
+  echo "== minipay bench orders --requests $N --rate $RATE --concurrency 128 (open loop at 50 % of pgbench's $TPS TPS)"
+  target/release/minipay bench orders --requests "$N" --rate "$RATE" --concurrency 128 --database-url "$URL"
+fi
 echo "== pgbench -N -c 32 -j 2 -T $T (after)"
 "$BIN/pgbench" -N -c 32 -j 2 -T "$T" -n "$URL" 2>/dev/null | grep -E "^tps|latency average"

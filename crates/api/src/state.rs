@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use minipay_store::StoreError;
 use minipay_store::clients::ApiClient;
-use minipay_store::group_commit::{GroupCommit, Limits};
+use minipay_store::group_commit::{Connections, GroupCommit, Limits};
 use minipay_store::idempotency::{self, Claim, Completion};
 use minipay_store::orders::{self, GroupInsert, NewOrderOwned};
 
@@ -71,30 +71,30 @@ pub struct Groups {
 }
 
 impl Groups {
-    /// Starts the four dispatchers on the current Tokio runtime.
+    /// Starts the four dispatchers on the current Tokio runtime; each keeps its connections
+    /// (see `Connections`).
     pub fn start(pool: &PgPool, pool_async: &PgPool, limits: Limits) -> Groups {
-        let (p, a1, a2, a3) = (pool.clone(), pool_async.clone(), pool_async.clone(), pool_async.clone());
+        let held = || Connections::new(pool_async.clone());
+        let (a1, d, a2, a3) = (held(), Connections::new(pool.clone()), held(), held());
         Groups {
             claims: GroupCommit::start_with_fallback("api.claims", limits, false, move |c: Vec<Claim>| {
-                let pool = a1.clone();
-                async move { idempotency::claim_group(&pool, &c).await }
+                let conns = a1.clone();
+                async move { conns.run(async |conn| idempotency::claim_group(conn, &c).await).await }
             }),
             orders: GroupCommit::start_with_fallback(
                 "api.orders",
                 limits,
                 GroupInsert::Skipped,
                 move |o: Vec<(NewOrderOwned, Option<Claim>)>| {
-                    let pool = p.clone();
-                    async move {
-                        let mut conn = pool.acquire().await?;
-                        orders::claim_and_insert_group(&mut conn, &o).await
-                    }
+                    let conns = d.clone();
+                    async move { conns.run(async |conn| orders::claim_and_insert_group(conn, &o).await).await }
                 },
             ),
             prepaid: GroupCommit::start_with_fallback("api.prepaid", limits, None, move |m: Vec<(String, String)>| {
-                let pool = a2.clone();
+                let conns = a2.clone();
                 async move {
-                    Ok::<_, StoreError>(orders::mark_prepaid_group(&pool, &m).await?.into_iter().map(Some).collect())
+                    let marked = conns.run(async |conn| orders::mark_prepaid_group(conn, &m).await).await?;
+                    Ok::<_, StoreError>(marked.into_iter().map(Some).collect())
                 }
             }),
             completions: GroupCommit::start_with_fallback(
@@ -102,10 +102,13 @@ impl Groups {
                 limits,
                 false,
                 move |c: Vec<Completion>| {
-                    let pool = a3.clone();
+                    let conns = a3.clone();
                     async move {
                         let n = c.len();
-                        idempotency::complete_group(&pool, &c).await.map(|()| vec![true; n])
+                        conns
+                            .run(async |conn| idempotency::complete_group(conn, &c).await)
+                            .await
+                            .map(|()| vec![true; n])
                     }
                 },
             ),

@@ -15,6 +15,9 @@
 //! cached plans of a deployment in use, not on a new install's empty tables. The clients run
 //! on a runtime (one thread) of their own and send pre-built requests (`minipay_testkit::http1`).
 //!
+//! With `--rate R` the clients send open loop instead (see `minipay_testkit::http1::open_loop`):
+//! orders arrive at R per second whether or not earlier ones are answered, as payers do.
+//!
 //! Prints throughput (created orders per second of wall time), latency percentiles, and
 //! statuses; checks that every 201 left exactly one prepaid order.
 
@@ -37,9 +40,14 @@ pub struct OrdersBench {
     /// Orders to create (after the warm-up).
     #[arg(long, default_value_t = 5000)]
     requests: usize,
-    /// Concurrent clients.
+    /// Concurrent clients (with `--rate`: most connections in flight).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Open loop: offer this many orders per second (order k is due at k/R s), however
+    /// fast the answers come, as a crowd of payers does; latency counts from when each was
+    /// due. Without it, each client sends its next order when the last one is answered.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Requests before measuring (connections, TLS sessions, statement caches).
     #[arg(long, default_value_t = 200)]
     warmup: usize,
@@ -198,6 +206,14 @@ async fn fire(
             })
             .collect(),
     );
+    if let Some(rate) = args.rate {
+        let (addr, requests, c) = (addr.clone(), requests.clone(), args.concurrency);
+        let run = async move { http1::open_loop(&addr, requests, n, |k| k, |r| r.status == 201, rate, c).await };
+        let (results, _) = clients.spawn(run).await??;
+        // A failure's status is not kept by the open loop; 0 stands for "not 201".
+        let ok = results.iter().filter(|(ok, _)| *ok).map(|(_, latency)| *latency).collect();
+        return Ok((ok, results.iter().filter(|(ok, _)| !ok).map(|_| 0).collect()));
+    }
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
@@ -236,6 +252,7 @@ async fn fire(
 
 async fn bench(args: &OrdersBench, clients: &tokio::runtime::Handle) -> anyhow::Result<()> {
     anyhow::ensure!(args.requests > 0 && args.concurrency > 0, "--requests and --concurrency must be positive");
+    anyhow::ensure!(args.rate.is_none_or(|r| r > 0.0 && r.is_finite()), "--rate must be a positive number");
     anyhow::ensure!(
         args.requests <= 1_000_000 && args.concurrency <= 1024,
         "bounded run: at most 1e6 requests, 1024 clients"
@@ -254,7 +271,10 @@ async fn bench(args: &OrdersBench, clients: &tokio::runtime::Handle) -> anyhow::
             .await?;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("requests        {}", args.requests);
-    println!("concurrency     {}", args.concurrency);
+    match args.rate {
+        Some(rate) => println!("open loop       offered {rate:.0}/s on up to {} connections", args.concurrency),
+        None => println!("concurrency     {}", args.concurrency),
+    }
     println!("idempotency key {}", !args.no_idempotency_key);
     println!("created (201)   {}", ok.len());
     println!("other statuses  {} {:?}", other.len(), summarize(&other));
@@ -262,7 +282,8 @@ async fn bench(args: &OrdersBench, clients: &tokio::runtime::Handle) -> anyhow::
     println!("wall time       {:.2} s", wall.as_secs_f64());
     println!("orders/s        {:.0}", ok.len() as f64 / wall.as_secs_f64());
     println!(
-        "latency ms      p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+        "latency ms{}  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+        if args.rate.is_some() { " (from due)" } else { "      " },
         ms(percentile(&ok, 0.50)),
         ms(percentile(&ok, 0.90)),
         ms(percentile(&ok, 0.99)),

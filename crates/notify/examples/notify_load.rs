@@ -173,8 +173,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let started = Instant::now();
         let next = Arc::new(AtomicUsize::new(0));
         let pass = if let Some(rate) = rate {
-            let run = open_loop(addr.clone(), requests.clone(), total, n, rate, concurrency);
-            client_rt.spawn(run).await?
+            // With `dup`, notification i is sent at positions 2i and 2i+1: two concurrent copies.
+            let pick = move |k: usize| if total > n { k / 2 } else { k };
+            let (requests, addr) = (requests.clone(), addr.clone());
+            let run = async move {
+                http1::open_loop(&addr, requests, total, pick, answered_success, rate, concurrency).await
+            };
+            let (results, wall) = client_rt.spawn(run).await??;
+            let failures = results.iter().filter(|(ok, _)| !ok).count();
+            (failures, results.into_iter().map(|(_, latency)| latency).collect(), wall)
         } else {
             let mut tasks = Vec::new();
             for _ in 0..concurrency {
@@ -282,57 +289,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// One request on a keep-alive connection: true for a 200 with SUCCESS. A broken connection
 /// is replaced; the request counts as failed.
+/// Our answer to a notification says SUCCESS.
+fn answered_success(r: &http1::Response) -> bool {
+    r.status == 200 && r.body.windows(7).any(|w| w == b"SUCCESS")
+}
+
 async fn send_one(c: &mut http1::Connection, addr: &str, request: &[u8]) -> bool {
     match tokio::time::timeout(Duration::from_secs(30), c.send(request)).await {
-        Ok(Ok(r)) => r.status == 200 && r.body.windows(7).any(|w| w == b"SUCCESS"),
+        Ok(Ok(r)) => answered_success(&r),
         _ => {
             *c = http1::Connection::connect(addr).await.expect("reconnect");
             false
         }
     }
-}
-
-/// Open loop: notification k is due at k / rate seconds after the start, whether or not
-/// earlier ones have been answered, as WeChat's servers send them (they do not wait for our
-/// answer to one payment before notifying the next). Up to `connections` requests are in
-/// flight; when all are busy the next waits for one, and that wait counts in its latency,
-/// which is measured from when it was due (so a service that falls behind shows it in the
-/// percentiles instead of silently lowering the offered rate). Returns failures,
-/// latencies and the wall time until the last answer.
-async fn open_loop(
-    addr: String,
-    requests: Arc<Vec<Vec<u8>>>,
-    total: usize,
-    n: usize,
-    rate: f64,
-    connections: usize,
-) -> (usize, Vec<Duration>, Duration) {
-    let (idle_tx, mut idle) = tokio::sync::mpsc::unbounded_channel();
-    for _ in 0..connections {
-        idle_tx.send(http1::Connection::connect(&addr).await.expect("connect")).expect("open");
-    }
-    let started = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(total);
-    for k in 0..total {
-        let due = started + Duration::from_secs_f64(k as f64 / rate);
-        tokio::time::sleep_until(due).await;
-        let mut c = idle.recv().await.expect("connections come back");
-        let (requests, idle_tx, addr) = (requests.clone(), idle_tx.clone(), addr.clone());
-        let i = if total > n { k / 2 } else { k };
-        tasks.push(tokio::spawn(async move {
-            let ok = send_one(&mut c, &addr, &requests[i]).await;
-            let latency = due.elapsed();
-            let _ = idle_tx.send(c);
-            (ok, latency)
-        }));
-    }
-    let (mut failures, mut latencies) = (0, Vec::with_capacity(total));
-    for t in tasks {
-        let (ok, latency) = t.await.expect("request task");
-        failures += usize::from(!ok);
-        latencies.push(latency);
-    }
-    (failures, latencies, started.elapsed())
 }
 
 /// What the service does for one notification, minus HTTP: decode, verify, then the

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -105,7 +105,7 @@ pub struct Claim {
 /// keys in one statement. Answers, per input, whether that key was newly claimed
 /// ([`Begin::Started`]); `false` (already there, or an earlier input of the group has the
 /// same key) means the caller must call [`begin`], which reads the stored row and decides.
-pub async fn claim_group(pool: &PgPool, claims: &[Claim]) -> Result<Vec<bool>, StoreError> {
+pub async fn claim_group<'c>(e: impl PgExecutor<'c>, claims: &[Claim]) -> Result<Vec<bool>, StoreError> {
     let text = |f: fn(&Claim) -> &str| claims.iter().map(f).collect::<Vec<&str>>();
     let inserted: Vec<(Uuid, String)> = sqlx::query_as(
         "INSERT INTO idempotency_keys (client_id, key, method, path, request_hash)
@@ -118,7 +118,7 @@ pub async fn claim_group(pool: &PgPool, claims: &[Claim]) -> Result<Vec<bool>, S
     .bind(text(|c| &c.method))
     .bind(text(|c| &c.path))
     .bind(text(|c| &c.request_hash))
-    .fetch_all(pool)
+    .fetch_all(e)
     .await?;
     let mut inserted: std::collections::HashSet<(Uuid, String)> = inserted.into_iter().collect();
     Ok(claims.iter().map(|c| inserted.remove(&(c.client_id, c.key.clone()))).collect())
@@ -141,7 +141,7 @@ pub struct Completion {
 /// that carry a prepay): stores many responses in one statement. On `Err` nothing was
 /// written (or all of it, if the commit's outcome is unknown); the caller may repeat each
 /// with [`complete`] and `mark_prepaid`, which are idempotent.
-pub async fn complete_group(pool: &PgPool, done: &[Completion]) -> Result<(), StoreError> {
+pub async fn complete_group<'c>(e: impl PgExecutor<'c>, done: &[Completion]) -> Result<(), StoreError> {
     let marks: Vec<&(String, String)> = done.iter().filter_map(|c| c.prepaid.as_ref()).collect();
     sqlx::query(
         "WITH stored AS (
@@ -159,7 +159,7 @@ pub async fn complete_group(pool: &PgPool, done: &[Completion]) -> Result<(), St
     .bind(done.iter().map(|c| &c.body).collect::<Vec<_>>())
     .bind(marks.iter().map(|m| m.0.as_str()).collect::<Vec<_>>())
     .bind(marks.iter().map(|m| m.1.as_str()).collect::<Vec<_>>())
-    .execute(pool)
+    .execute(e)
     .await?;
     Ok(())
 }

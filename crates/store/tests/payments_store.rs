@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use minipay_store::clients::{self, Role};
 use minipay_store::domain::OrderStatus;
+use minipay_store::group_commit::Connections;
 use minipay_store::idempotency::{self, Begin, Claim, Completion, KeyedRequest};
 use minipay_store::orders::{self, GroupInsert, NewOrder, NewOrderOwned};
 use minipay_store::refunds::{self, CreateError};
@@ -213,4 +214,34 @@ async fn the_order_group_claims_keys_with_their_orders_and_leaves_the_rest_to_th
         idempotency::begin(&db.pool, &k1, Duration::from_secs(60)).await.unwrap(),
         Begin::Replay { status: 201, body: serde_json::json!({"key": "k-1"}) }
     );
+}
+
+#[tokio::test]
+async fn group_connections_are_kept_after_a_group_and_dropped_after_a_failure() {
+    let db = TestDb::new().await;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&db.url).await.unwrap();
+    let conns = Connections::new(pool.clone());
+    let pid = async |c: &mut sqlx::PgConnection| -> Result<i32, StoreError> {
+        Ok(sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(c).await?)
+    };
+    let first = conns.run(pid).await.unwrap();
+    assert_eq!((pool.size(), pool.num_idle()), (1, 0), "kept by the group, not back in the pool");
+    assert_eq!(conns.run(pid).await.unwrap(), first, "the next group reuses it");
+    let failed = conns
+        .run(async |c| -> Result<(), StoreError> {
+            sqlx::query("SELECT 1 / 0").execute(c).await?;
+            Ok(())
+        })
+        .await;
+    assert!(failed.is_err());
+    // Dropped: sqlx hands it back to the pool in the background.
+    for _ in 0..100 {
+        if pool.num_idle() == pool.size() as usize {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pool.num_idle(), pool.size() as usize, "a failed group gives its connection back to the pool");
+    conns.run(pid).await.unwrap();
+    assert_eq!(pool.num_idle(), pool.size() as usize - 1);
 }

@@ -122,6 +122,56 @@ impl Connection {
     }
 }
 
+/// Open loop: request `k` is due at `k / rate` seconds after the start, whether or not
+/// earlier ones have been answered, as independent senders (WeChat's servers, the payers
+/// of many mini-programs) send them. Up to `connections` requests are in flight; when all
+/// are busy the next waits for one, and that wait counts in its latency, which is measured
+/// from when it was due (so a service that falls behind shows it in the percentiles
+/// instead of silently lowering the offered rate). `request(k)` picks the bytes to send
+/// for request `k`; `judge` says whether an answer counts as a success (a connection that
+/// fails or takes over 30 s is replaced and counts as a failure). Returns per request
+/// (in order) whether it succeeded and its latency, and the wall time until the last answer.
+pub async fn open_loop(
+    addr: &str,
+    requests: std::sync::Arc<Vec<Vec<u8>>>,
+    total: usize,
+    request: impl Fn(usize) -> usize,
+    judge: fn(&Response) -> bool,
+    rate: f64,
+    connections: usize,
+) -> io::Result<(Vec<(bool, std::time::Duration)>, std::time::Duration)> {
+    use std::time::Duration;
+    let (idle_tx, mut idle) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..connections {
+        idle_tx.send(Connection::connect(addr).await?).map_err(|_| bad("connection queue closed"))?;
+    }
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for k in 0..total {
+        let due = started + Duration::from_secs_f64(k as f64 / rate);
+        tokio::time::sleep_until(due).await;
+        let mut c = idle.recv().await.ok_or_else(|| bad("connections did not come back"))?;
+        let (requests, idle_tx, addr, i) = (requests.clone(), idle_tx.clone(), addr.to_owned(), request(k));
+        tasks.push(tokio::spawn(async move {
+            let ok = match tokio::time::timeout(Duration::from_secs(30), c.send(&requests[i])).await {
+                Ok(Ok(r)) => judge(&r),
+                _ => {
+                    c = Connection::connect(&addr).await?;
+                    false
+                }
+            };
+            let latency = due.elapsed();
+            let _ = idle_tx.send(c);
+            io::Result::Ok((ok, latency))
+        }));
+    }
+    let mut results = Vec::with_capacity(total);
+    for t in tasks {
+        results.push(t.await.map_err(io::Error::other)??);
+    }
+    Ok((results, started.elapsed()))
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -165,5 +215,41 @@ mod tests {
         let r = c.send(&req).await.unwrap();
         assert_eq!((r.status, r.body.as_slice()), (201, b"world!".as_slice()));
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_open_loop_sends_on_schedule_and_judges_every_answer() {
+        // A server that answers request bodies "ok" with 201 and anything else with 409, each
+        // after 20 ms: with 3 connections, 30 requests due over 0.1 s must queue, and the
+        // queueing shows in the latencies (measured from when each was due).
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut b = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut b).await {
+                        if n == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        let status = if b[..n].ends_with(b"ok") { "201 Created" } else { "409 Conflict" };
+                        s.write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes())
+                            .await
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let requests = std::sync::Arc::new(vec![post(&addr, "/", &[], b"ok"), post(&addr, "/", &[], b"no")]);
+        let (results, wall) =
+            open_loop(&addr, requests, 30, |k| usize::from(k % 10 == 9), |r| r.status == 201, 300.0, 3).await.unwrap();
+        assert_eq!(results.len(), 30);
+        assert_eq!(results.iter().filter(|(ok, _)| !ok).count(), 3, "requests 9, 19, 29 were refused");
+        // 30 requests, 3 at a time, 20 ms each: at least 200 ms, whatever the schedule said.
+        assert!(wall >= std::time::Duration::from_millis(200), "{wall:?}");
+        let last = results.last().unwrap().1;
+        assert!(last >= std::time::Duration::from_millis(100), "the last one waited its turn: {last:?}");
     }
 }
