@@ -139,7 +139,7 @@ impl AppState {
             .max_connections(pool.options().get_max_connections())
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(async_options);
-        let limits = Limits { max_group: config.database.group_max, in_flight: config.database.group_in_flight };
+        let limits = Limits { max_group: config.database.group_max, in_flight: config.api.group_in_flight };
         let groups = Groups::start(&pool, &pool_async, limits);
         Ok(AppState {
             groups,

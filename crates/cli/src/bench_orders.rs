@@ -66,7 +66,7 @@ pub struct OrdersBench {
     /// `[database] group_max` of the api (most requests per grouped statement).
     #[arg(long)]
     group_max: Option<usize>,
-    /// `[database] group_in_flight` of the api (grouped statements of a kind at once).
+    /// `[api] group_in_flight` (grouped statements of a kind at once).
     #[arg(long)]
     group_in_flight: Option<usize>,
     /// Earlier orders (paid, with their idempotency keys) in the database before the run,
@@ -127,7 +127,7 @@ async fn setup(args: &OrdersBench) -> anyhow::Result<Setup> {
     config.api.workers = args.api_workers;
     config.database.max_connections = args.pool;
     config.database.group_max = args.group_max.unwrap_or(config.database.group_max);
-    config.database.group_in_flight = args.group_in_flight.unwrap_or(config.database.group_in_flight);
+    config.api.group_in_flight = args.group_in_flight.unwrap_or(config.api.group_in_flight);
     let pool = crate::serve_cmd::connect(&config).await?;
     minipay_store::db::migrate(&pool).await?;
     let api = minipay_api::Application::build(config.clone(), pool.clone()).await?;

@@ -130,7 +130,8 @@ pub struct DatabaseConfig {
     /// Group commit (hot write paths: order creation, payment notifications): the most
     /// concurrent requests written by one statement. 1 turns grouping off.
     pub group_max: usize,
-    /// Group commit: statements of one kind running at once (each holds a connection).
+    /// Group commit in the notify service: statements of one kind running at once (each
+    /// holds a connection); the api's is `[api] group_in_flight`.
     pub group_in_flight: usize,
 }
 
@@ -163,6 +164,11 @@ pub struct ApiConfig {
     /// payer's IP; WeChat accepts the server's (guess from its documentation's wording,
     /// "调用微信支付API的机器IP" for JSAPI/NATIVE). Fixed, so retries send identical parameters.
     pub spbill_create_ip: String,
+    /// Group commit on the order path: grouped statements of one kind running at once
+    /// (`[database] group_in_flight` is the notify service's). One by default: an order's
+    /// statements are cheap next to their fixed cost, so fewer, larger groups win (measured:
+    /// 4,299 vs 3,636 orders/s at 64 senders; open loop at 3,000/s, p99 67 vs 112 ms).
+    pub group_in_flight: usize,
 }
 
 impl Default for ApiConfig {
@@ -174,6 +180,7 @@ impl Default for ApiConfig {
             stale_after_secs: 60,
             default_expires_in_secs: 2 * 3600,
             spbill_create_ip: "127.0.0.1".into(),
+            group_in_flight: 1,
         }
     }
 }
@@ -680,8 +687,8 @@ impl Config {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections must be at least 1");
         }
-        if self.database.group_max == 0 || self.database.group_in_flight == 0 {
-            return invalid("database.group_max and database.group_in_flight must be at least 1");
+        if self.database.group_max == 0 || self.database.group_in_flight == 0 || self.api.group_in_flight == 0 {
+            return invalid("database.group_max, database.group_in_flight and api.group_in_flight must be at least 1");
         }
         if self.api.max_body_bytes < 256 {
             return invalid("api.max_body_bytes must be at least 256");
