@@ -206,16 +206,12 @@ async fn finish(
                 prepaid,
             };
             if let Err(done) = submit_completion(state, done).await {
-                if let Some((number, prepay_id)) = &done.prepaid {
-                    orders::mark_prepaid(&state.pool_async, number, prepay_id).await?;
-                }
+                mark_prepaid(state, done.prepaid.as_ref()).await?;
                 idempotency::complete(&state.pool_async, done.client_id, &done.key, done.status, &done.body).await?;
             }
         }
         _ => {
-            if let Some((number, prepay_id)) = &prepaid {
-                orders::mark_prepaid(&state.pool_async, number, prepay_id).await?;
-            }
+            mark_prepaid(state, prepaid.as_ref()).await?;
             idempotency::release(&state.pool_async, claim.client_id, &claim.key).await.ok();
         }
     }
@@ -224,6 +220,15 @@ async fn finish(
         return Ok(ServiceResponse::new(http_req, actix_web::ResponseError::error_response(&e)));
     };
     Ok(ServiceResponse::new(http_req, head.set_body(BoxBody::new(bytes))))
+}
+
+/// Writes a prepay mark the handler left (see [`ClaimTicket::defer_prepaid`]) on its own,
+/// when no grouped completion carried it.
+async fn mark_prepaid(state: &AppState, prepaid: Option<&(String, String)>) -> Result<(), ApiError> {
+    if let Some((number, prepay_id)) = prepaid {
+        orders::mark_prepaid(&state.pool_async, number, prepay_id).await?;
+    }
+    Ok(())
 }
 
 /// Stores the response through the group; gives it back when the group did not.
@@ -342,9 +347,7 @@ async fn handler_claims(
         (Phase::Decided, result) => result,
         (Phase::Held, Ok(res)) => Ok(finish(state, &claim, res, prepaid).await?),
         (Phase::Held, Err(e)) => {
-            if let Some((number, prepay_id)) = &prepaid {
-                orders::mark_prepaid(&state.pool_async, number, prepay_id).await.ok();
-            }
+            mark_prepaid(state, prepaid.as_ref()).await.ok();
             idempotency::release(&state.pool_async, claim.client_id, &claim.key).await.ok();
             Err(e)
         }
