@@ -4,8 +4,10 @@
 //! `api.max_body_bytes`), its SHA-256 is the request's fingerprint, and
 //! `minipay_store::idempotency` decides:
 //! - first use → the handler runs; its JSON response (status < 500) is stored and returned;
-//!   a 5xx releases the key so a retry runs again (the handlers are themselves safe to
-//!   repeat: fixed out_trade_no / out_refund_no);
+//!   a 5xx releases the key so a retry runs again. That is safe because the handlers are
+//!   themselves safe to repeat: orders and refunds derive their number from the key, and
+//!   payouts, red packets and batches store the key on the row they create, so a repeat
+//!   finds and returns that row (`minipay_store::payouts::create` and friends);
 //! - same key, same method, path and body, response stored → the stored response is
 //!   replayed with `Idempotent-Replayed: true`;
 //! - same key with a different request → 409 `idempotency_key_reused`;
@@ -41,7 +43,8 @@ use crate::state::AppState;
 pub const HEADER: &str = "idempotency-key";
 /// How long a duplicate waits for the first request's response before 409.
 pub const IN_PROGRESS_WAIT: Duration = Duration::from_secs(10);
-/// A key whose request never finished (crash) is reused after this long.
+/// A key whose request never finished (crash) is reused after this long. Safe for money:
+/// the repeat finds what the first run committed (see the module docs).
 const ABANDONED_AFTER: Duration = Duration::from_secs(120);
 
 /// The `Idempotency-Key` of the current request, for handlers.

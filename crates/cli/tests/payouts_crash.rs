@@ -30,6 +30,7 @@ fn limits() -> Limits {
         min_amount: Fen::new(100),
         max_amount: Fen::new(1_000_000),
         approval_threshold: Fen::new(1_000_000),
+        auto_approve_daily_per_maker: Fen::new(i64::MAX),
         openid_daily_amount: Fen::new(1_000_000),
         openid_daily_count: 10,
         merchant_daily_amount: Fen::new(10_000_000),
@@ -158,6 +159,7 @@ async fn a_sender_killed_mid_transfer_is_resolved_on_restart_with_exactly_one_tr
         real_name: None,
         spbill_create_ip: Some("127.0.0.1"),
         created_by: finance,
+        request_key: None,
     };
     let mut tx = db.pool.begin().await.unwrap();
     let p = payouts::create(&mut tx, &new, &limits(), false, None, Utc::now()).await.unwrap();
@@ -241,6 +243,7 @@ async fn a_sender_killed_mid_red_packet_is_resolved_on_restart_with_exactly_one_
         scene_id: None,
         client_ip: Some("127.0.0.1"),
         created_by: finance,
+        request_key: None,
     };
     let mut tx = db.pool.begin().await.unwrap();
     let r = redpacks::create(&mut tx, &new, &rules, Utc::now()).await.unwrap();

@@ -317,6 +317,10 @@ pub struct PayoutsConfig {
     pub max_amount: i64,
     /// Payouts above this wait for an approver (a different key than the requester's).
     pub approval_threshold: i64,
+    /// What one API key may have approved automatically (each at or below
+    /// `approval_threshold`) per day; beyond it every payout of that key waits for an
+    /// approver, so one finance key alone cannot empty the merchant's daily limit.
+    pub auto_approve_daily_per_maker: i64,
     pub openid_daily_amount: i64,
     pub openid_daily_count: i32,
     pub merchant_daily_amount: i64,
@@ -330,6 +334,8 @@ pub struct PayoutsConfig {
     pub redpack_min_amount: i64,
     pub redpack_max_amount: i64,
     pub redpack_approval_threshold: i64,
+    /// As `auto_approve_daily_per_maker`, for red packets.
+    pub redpack_auto_approve_daily_per_maker: i64,
     pub redpack_openid_daily_amount: i64,
     pub redpack_openid_daily_count: i32,
     pub redpack_merchant_daily_amount: i64,
@@ -360,6 +366,7 @@ impl Default for PayoutsConfig {
             min_amount: 100,
             max_amount: 2_000_000,
             approval_threshold: 50_000,
+            auto_approve_daily_per_maker: 200_000,
             openid_daily_amount: 500_000,
             openid_daily_count: 10,
             merchant_daily_amount: 10_000_000,
@@ -369,6 +376,7 @@ impl Default for PayoutsConfig {
             redpack_min_amount: 100,
             redpack_max_amount: 2_000_000,
             redpack_approval_threshold: 20_000,
+            redpack_auto_approve_daily_per_maker: 100_000,
             redpack_openid_daily_amount: 100_000,
             redpack_openid_daily_count: 10,
             redpack_merchant_daily_amount: 10_000_000,

@@ -130,6 +130,39 @@ pub struct BatchOwner<'a> {
     pub created_by: Uuid,
     /// Sent as every row's `spbill_create_ip`.
     pub spbill_create_ip: Option<&'a str>,
+    /// The upload's `Idempotency-Key`: the batch it creates is the key's forever.
+    pub request_key: Option<&'a str>,
+}
+
+/// The batch `owner`'s key already created, with its rows; `KeyReused` when those rows are
+/// not `rows`. Takes the key's advisory lock first (held until the caller commits).
+async fn find_by_request_key(
+    conn: &mut PgConnection,
+    owner: &BatchOwner<'_>,
+    key: &str,
+    rows: &[BatchRow],
+) -> Result<Option<(Batch, Vec<Payout>)>, BatchError> {
+    sendable::advisory_lock(conn, &format!("batch-request-key:{}:{key}", owner.created_by)).await?;
+    let found = sqlx::query("SELECT id FROM payout_batches WHERE created_by = $1 AND request_key = $2")
+        .bind(owner.created_by)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(found) = found else { return Ok(None) };
+    let (batch, payouts) = lock(conn, found.try_get("id")?).await?;
+    let same = batch.mch_id == owner.mch_id
+        && batch.appid == owner.appid
+        && payouts.len() == rows.len()
+        && payouts.iter().zip(rows).all(|(p, r)| {
+            p.openid == r.openid.as_str()
+                && p.amount == r.amount
+                && p.description == r.description
+                && p.re_user_name == r.real_name
+        });
+    if !same {
+        return Err(PayoutError::KeyReused(format!("batch {}", batch.id)).into());
+    }
+    Ok(Some((batch, payouts)))
 }
 
 /// Creates a batch and its payouts (all `pending_approval`), or reports every bad row.
@@ -149,17 +182,23 @@ pub async fn create(
             message: "the file has no payout rows".into(),
         }]));
     }
+    if let Some(key) = owner.request_key {
+        if let Some(existing) = find_by_request_key(conn, &owner, key, rows).await? {
+            return Ok(existing);
+        }
+    }
     let total = rows.iter().try_fold(0i64, |acc, r| acc.checked_add(r.amount.get())).unwrap_or(i64::MAX);
     let row_count = i32::try_from(rows.len()).unwrap_or(i32::MAX);
     let batch_row = sqlx::query(
-        "INSERT INTO payout_batches (mch_id, appid, created_by, status, row_count, total_amount)
-         VALUES ($1, $2, $3, 'pending_approval', $4, $5) RETURNING *",
+        "INSERT INTO payout_batches (mch_id, appid, created_by, status, row_count, total_amount, request_key)
+         VALUES ($1, $2, $3, 'pending_approval', $4, $5, $6) RETURNING *",
     )
     .bind(owner.mch_id)
     .bind(owner.appid)
     .bind(owner.created_by)
     .bind(row_count)
     .bind(total.max(1))
+    .bind(owner.request_key)
     .fetch_one(&mut *conn)
     .await?;
     let batch = Batch::from_row(&batch_row)?;
@@ -175,6 +214,7 @@ pub async fn create(
             real_name: r.real_name.as_deref(),
             spbill_create_ip: owner.spbill_create_ip,
             created_by: owner.created_by,
+            request_key: None,
         };
         let place = BatchPlace { batch_id: batch.id, row: i32::try_from(i + 1).unwrap_or(i32::MAX) };
         match payouts::create(conn, &new, limits, require_real_name, Some(place), now).await {

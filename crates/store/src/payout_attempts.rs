@@ -148,3 +148,22 @@ pub async fn list(
     .fetch_all(conn)
     .await?)
 }
+
+/// How the latest *finished* send of a subject ended: its outcome, WeChat's code and
+/// message. The sender reads it when a query says WeChat holds nothing under the number:
+/// a refused send is then proven final; anything else means "send again".
+pub async fn last_send(
+    conn: &mut PgConnection,
+    subject_type: SubjectType,
+    subject_id: i64,
+) -> Result<Option<(String, Option<String>, Option<String>)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT outcome, code, message FROM payout_attempts
+          WHERE subject_type = $1 AND subject_id = $2 AND action = 'send' AND outcome <> 'pending'
+          ORDER BY id DESC LIMIT 1",
+    )
+    .bind(subject_type.as_str())
+    .bind(subject_id)
+    .fetch_optional(conn)
+    .await?)
+}

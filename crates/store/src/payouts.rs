@@ -95,6 +95,9 @@ pub enum PayoutError {
     WrongState { action: &'static str, status: String },
     #[error("this request belongs to batch {0}: approve or reject the batch")]
     InBatch(i64),
+    /// The Idempotency-Key already created a request with other parameters.
+    #[error("this Idempotency-Key created {0} with other parameters; use a new key")]
+    KeyReused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -206,6 +209,16 @@ impl Payout {
         })
     }
 
+    /// Whether `new` asks for exactly this payout (a retry of the request that created it).
+    fn is_same_request(&self, new: &NewPayout<'_>) -> bool {
+        self.mch_id == new.mch_id
+            && self.appid == new.appid
+            && self.openid == new.openid.as_str()
+            && self.amount == new.amount
+            && self.description == new.description
+            && self.re_user_name.as_deref() == new.real_name
+    }
+
     /// This payout's place in the daily limit counters.
     pub fn holding(&self) -> Holding<'_> {
         Holding {
@@ -241,6 +254,9 @@ pub struct NewPayout<'a> {
     /// The calling machine's address, sent as `spbill_create_ip`.
     pub spbill_create_ip: Option<&'a str>,
     pub created_by: Uuid,
+    /// The request's `Idempotency-Key`: the payout it creates is the key's forever (`None`
+    /// for the rows of a batch, whose key names the batch).
+    pub request_key: Option<&'a str>,
 }
 
 /// Rules that need no database: amount range, description, and FORCE_CHECK's name.
@@ -290,21 +306,39 @@ pub async fn create(
     now: DateTime<Utc>,
 ) -> Result<Payout, PayoutError> {
     validate(new, limits, require_real_name)?;
+    if let Some(key) = new.request_key {
+        if let Some(row) = sendable::find_by_request_key(conn, Table::Payouts, new.created_by, key).await? {
+            let p = Payout::from_row(&row)?;
+            return if p.is_same_request(new) {
+                Ok(p)
+            } else {
+                Err(PayoutError::KeyReused(format!("payout {}", p.id)))
+            };
+        }
+    }
     let day = shanghai_day(now);
     let holding =
         Holding { product: Product::Payout, mch_id: new.mch_id, openid: new.openid.as_str(), day, amount: new.amount };
     payout_limits::reserve(conn, &holding, limits).await?;
-    let status = if batch.is_none() && new.amount <= limits.approval_threshold {
-        PayoutStatus::Approved
-    } else {
-        PayoutStatus::PendingApproval
-    };
+    let auto = batch.is_none()
+        && new.amount <= limits.approval_threshold
+        && sendable::within_auto_approval_ceiling(
+            conn,
+            Table::Payouts,
+            new.created_by,
+            day,
+            new.amount,
+            limits.auto_approve_daily_per_maker,
+        )
+        .await?;
+    let status = if auto { PayoutStatus::Approved } else { PayoutStatus::PendingApproval };
     let ptn = next_partner_trade_no(conn, now).await?;
     let row = sqlx::query(
         "INSERT INTO payouts (partner_trade_no, mch_id, appid, openid, amount, description, check_name, re_user_name,
-                              batch_id, batch_row, status, limit_day, created_by, next_attempt_at, spbill_create_ip)
+                              batch_id, batch_row, status, limit_day, created_by, next_attempt_at, spbill_create_ip,
+                              request_key)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                 CASE WHEN $11 = 'approved' THEN $14::timestamptz END, $15)
+                 CASE WHEN $11 = 'approved' THEN $14::timestamptz END, $15, $16)
          RETURNING *",
     )
     .bind(&ptn)
@@ -322,6 +356,7 @@ pub async fn create(
     .bind(new.created_by)
     .bind(now)
     .bind(new.spbill_create_ip)
+    .bind(new.request_key)
     .fetch_one(&mut *conn)
     .await?;
     let p = Payout::from_row(&row)?;
@@ -488,6 +523,19 @@ pub async fn claim_next(
     Ok(Some(Claimed { payout: Payout::from_row(&row)?, from }))
 }
 
+/// Extends the lease of a payout this sender claimed (`claim`: its `send_attempts` as
+/// claimed) before another call; false when the claim was lost (see
+/// `sendable::renew_lease`): the caller must not call WeChat.
+pub async fn renew_lease(
+    conn: &mut PgConnection,
+    id: i64,
+    claim: i32,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    sendable::renew_lease(conn, Table::Payouts, id, claim, now, lease_until).await
+}
+
 /// What settling did: the first settlement changes the row; a repeat (a second sender or
 /// a late answer) changes nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -508,7 +556,30 @@ pub async fn settle_success(
     if p.status == PayoutStatus::Succeeded {
         return Ok(Settled::AlreadyFinal);
     }
-    check_transition(p.status, PayoutStatus::Succeeded)?;
+    // A success for a payout we hold failed (a late answer of a call whose lease ran out):
+    // the money moved, so it is recorded — counters, ledger, webhook — and never dropped;
+    // the state machine's Failed → Succeeded is refused everywhere else, so an operator is
+    // told through an anomaly.
+    let late = p.status == PayoutStatus::Failed;
+    if late {
+        payout_limits::hold_again(conn, &p.holding()).await?;
+        sendable::record_paid_after_failed(
+            conn,
+            &p.partner_trade_no,
+            &p.mch_id,
+            format!(
+                "WeChat reports payout {} ({} fen) paid after we had recorded it failed with {}",
+                p.partner_trade_no,
+                p.amount,
+                p.failure_code.as_deref().unwrap_or("?")
+            ),
+            json!({ "payout_id": p.id, "amount": p.amount, "payment_no": payment_no,
+                    "failure_code": p.failure_code, "failure_message": p.failure_message }),
+        )
+        .await?;
+    } else {
+        check_transition(p.status, PayoutStatus::Succeeded)?;
+    }
     let row = sqlx::query(
         "UPDATE payouts SET status = 'succeeded', payment_no = $2, payment_time = $3, lease_until = NULL,
                 next_attempt_at = NULL, last_error = NULL, finished_at = now()
@@ -529,7 +600,7 @@ pub async fn settle_success(
     audit::record(
         conn,
         actor,
-        "payout.succeeded",
+        if late { "payout.succeeded_after_failed" } else { "payout.succeeded" },
         "payout",
         &id.to_string(),
         json!({ "partner_trade_no": done.partner_trade_no, "payment_no": payment_no }),

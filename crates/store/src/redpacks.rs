@@ -239,6 +239,23 @@ impl Redpack {
         })
     }
 
+    /// Whether `new` asks for exactly this packet (a retry of the request that created it).
+    fn is_same_request(&self, new: &NewRedpack<'_>) -> bool {
+        let client_ip = if new.kind == RedpackKind::Normal { new.client_ip } else { None };
+        self.mch_id == new.mch_id
+            && self.appid == new.appid
+            && self.kind == new.kind
+            && self.re_openid == new.re_openid.as_str()
+            && self.total_amount == new.total_amount
+            && self.total_num == new.total_num
+            && self.send_name == new.send_name
+            && self.wishing == new.wishing
+            && self.act_name == new.act_name
+            && self.remark == new.remark
+            && self.scene_id.as_deref() == new.scene_id
+            && self.client_ip.as_deref() == client_ip
+    }
+
     pub fn holding(&self) -> Holding<'_> {
         Holding {
             product: Product::Redpack,
@@ -273,6 +290,8 @@ pub struct NewRedpack<'a> {
     /// Normal packets only: the calling machine's IP, as WeChat asks.
     pub client_ip: Option<&'a str>,
     pub created_by: Uuid,
+    /// The request's `Idempotency-Key`: the packet it creates is the key's forever.
+    pub request_key: Option<&'a str>,
 }
 
 fn text_rule(field: &'static str, v: &str, max: usize) -> Result<(), RuleViolation> {
@@ -354,6 +373,16 @@ pub async fn create(
     now: DateTime<Utc>,
 ) -> Result<Redpack, PayoutError> {
     validate(new, rules)?;
+    if let Some(key) = new.request_key {
+        if let Some(row) = sendable::find_by_request_key(conn, Table::Redpacks, new.created_by, key).await? {
+            let r = Redpack::from_row(&row)?;
+            return if r.is_same_request(new) {
+                Ok(r)
+            } else {
+                Err(PayoutError::KeyReused(format!("red packet {}", r.mch_billno)))
+            };
+        }
+    }
     let day = shanghai_day(now);
     let holding = Holding {
         product: Product::Redpack,
@@ -363,17 +392,24 @@ pub async fn create(
         amount: new.total_amount,
     };
     payout_limits::reserve(conn, &holding, &rules.limits).await?;
-    let status = if new.total_amount <= rules.limits.approval_threshold {
-        RedpackStatus::Approved
-    } else {
-        RedpackStatus::PendingApproval
-    };
+    let auto = new.total_amount <= rules.limits.approval_threshold
+        && sendable::within_auto_approval_ceiling(
+            conn,
+            Table::Redpacks,
+            new.created_by,
+            day,
+            new.total_amount,
+            rules.limits.auto_approve_daily_per_maker,
+        )
+        .await?;
+    let status = if auto { RedpackStatus::Approved } else { RedpackStatus::PendingApproval };
     let billno = next_mch_billno(conn, new.mch_id, now).await?;
     let row = sqlx::query(
         "INSERT INTO redpacks (mch_billno, mch_id, appid, kind, re_openid, total_amount, total_num, send_name, wishing,
-                               act_name, remark, scene_id, client_ip, status, limit_day, created_by, next_attempt_at)
+                               act_name, remark, scene_id, client_ip, status, limit_day, created_by, next_attempt_at,
+                               request_key)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                 CASE WHEN $14 = 'approved' THEN $17::timestamptz END)
+                 CASE WHEN $14 = 'approved' THEN $17::timestamptz END, $18)
          RETURNING *",
     )
     .bind(&billno)
@@ -393,6 +429,7 @@ pub async fn create(
     .bind(day)
     .bind(new.created_by)
     .bind(now)
+    .bind(new.request_key)
     .fetch_one(&mut *conn)
     .await?;
     let r = Redpack::from_row(&row)?;
@@ -538,6 +575,40 @@ pub async fn claim_followup(
     Ok(row.map(|r| Redpack::from_row(&r)).transpose()?)
 }
 
+/// Extends the lease of a packet this sender claimed (`claim`: its `send_attempts` as
+/// claimed) before another call; false when the claim was lost: do not call WeChat.
+pub async fn renew_lease(
+    conn: &mut PgConnection,
+    id: i64,
+    claim: i32,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    sendable::renew_lease(conn, Table::Redpacks, id, claim, now, lease_until).await
+}
+
+/// Stores the `package` of a mini-program packet WeChat holds (from a repeated send with
+/// the same mch_billno, after a query proved the packet exists). The first one stays.
+pub async fn store_package(conn: &mut PgConnection, id: i64, package: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE redpacks SET package = coalesce(package, $2) WHERE id = $1")
+        .bind(id)
+        .bind(package)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Asks about a sent packet again at `at` (sooner than its scheduled follow-up): a
+/// mini-program packet whose package could not be fetched yet.
+pub async fn followup_soon(conn: &mut PgConnection, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE redpacks SET next_attempt_at = least(next_attempt_at, $2) WHERE id = $1 AND status = 'sent'")
+        .bind(id)
+        .bind(at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// What WeChat says about a packet, from a send answer or from gethbinfo.
 #[derive(Clone, Debug)]
 pub struct HbFacts<'a> {
@@ -584,7 +655,28 @@ pub async fn apply(conn: &mut PgConnection, id: i64, f: &HbFacts<'_>, actor: &st
             .await?;
         return Ok(Settled::AlreadyFinal);
     }
-    if !r.status.can_become(next) {
+    // WeChat holds a packet we recorded failed (a late answer, a query after a refused
+    // re-send): the money left, so it is recorded — counters, ledger, webhook — never
+    // dropped, and an operator is told through an anomaly.
+    let late = r.status == RedpackStatus::Failed && next != RedpackStatus::Failed;
+    if late {
+        payout_limits::hold_again(conn, &r.holding()).await?;
+        sendable::record_paid_after_failed(
+            conn,
+            &r.mch_billno,
+            &r.mch_id,
+            format!(
+                "WeChat reports red packet {} ({} fen) {} after we had recorded it failed with {}",
+                r.mch_billno,
+                r.total_amount,
+                f.status.as_str(),
+                r.failure_code.as_deref().unwrap_or("?")
+            ),
+            json!({ "redpack_id": r.id, "total_amount": r.total_amount, "send_listid": f.send_listid,
+                    "failure_code": r.failure_code, "failure_message": r.failure_message }),
+        )
+        .await?;
+    } else if !r.status.can_become(next) {
         if matches!(r.status, RedpackStatus::Received | RedpackStatus::Refunded | RedpackStatus::Failed) {
             return Ok(Settled::AlreadyFinal);
         }
@@ -719,6 +811,7 @@ mod tests {
                 min_amount: Fen::new(100),
                 max_amount: Fen::new(2_000_000),
                 approval_threshold: Fen::new(10_000),
+                auto_approve_daily_per_maker: Fen::new(i64::MAX),
                 openid_daily_amount: Fen::new(1_000_000),
                 openid_daily_count: 10,
                 merchant_daily_amount: Fen::new(10_000_000),
@@ -747,6 +840,7 @@ mod tests {
             scene_id: None,
             client_ip: Some("127.0.0.1"),
             created_by: Uuid::nil(),
+            request_key: None,
         };
         assert!(validate(&base, &rules()).is_ok());
         let big = NewRedpack { total_amount: Fen::new(20_001), ..base.clone() };

@@ -217,3 +217,109 @@ pub(crate) async fn park_unknown(
     sqlx::query(sql).bind(id).bind(reason).bind(next_attempt_at).execute(conn).await?;
     Ok(())
 }
+
+/// Serialises, until the caller's transaction ends, every transaction that names the same
+/// `scope` (a request key, a maker's day): a transaction-level advisory lock on its 64-bit
+/// hash. A hash collision only makes two unrelated requests wait for each other.
+pub(crate) async fn advisory_lock(conn: &mut PgConnection, scope: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(scope).execute(conn).await?;
+    Ok(())
+}
+
+/// The row an API key created with an `Idempotency-Key`, if any, after taking the key's
+/// advisory lock: a second request with the key (a retry after a crash or a 5xx, or after
+/// the key's takeover window) waits for the first one's transaction and then finds its row.
+/// The lock is held until the caller commits, so the row is created at most once.
+pub(crate) async fn find_by_request_key(
+    conn: &mut PgConnection,
+    table: Table,
+    created_by: Uuid,
+    key: &str,
+) -> Result<Option<PgRow>, StoreError> {
+    advisory_lock(conn, &format!("{}-request-key:{created_by}:{key}", table.noun())).await?;
+    let sql = match table {
+        Table::Payouts => "SELECT * FROM payouts WHERE created_by = $1 AND request_key = $2",
+        Table::Redpacks => "SELECT * FROM redpacks WHERE created_by = $1 AND request_key = $2",
+    };
+    Ok(sqlx::query(sql).bind(created_by).bind(key).fetch_optional(conn).await?)
+}
+
+/// Whether a request of `amount` by `maker` may still be approved automatically on `day`:
+/// the maker's auto-approved requests of that day (those not waiting, rejected or failed)
+/// plus this one stay within `ceiling`. Takes the maker's advisory lock for the product, so
+/// two requests of one maker cannot both pass the check; the caller holds it to commit.
+pub(crate) async fn within_auto_approval_ceiling(
+    conn: &mut PgConnection,
+    table: Table,
+    maker: Uuid,
+    day: chrono::NaiveDate,
+    amount: crate::Fen,
+    ceiling: crate::Fen,
+) -> Result<bool, StoreError> {
+    if amount > ceiling {
+        return Ok(false);
+    }
+    advisory_lock(conn, &format!("{}-auto-approval:{maker}:{day}", table.noun())).await?;
+    let sql = match table {
+        Table::Payouts => {
+            "SELECT coalesce(sum(amount), 0)::bigint FROM payouts
+              WHERE created_by = $1 AND limit_day = $2 AND batch_id IS NULL AND approved_by IS NULL
+                AND status NOT IN ('pending_approval', 'rejected', 'failed')"
+        }
+        Table::Redpacks => {
+            "SELECT coalesce(sum(total_amount), 0)::bigint FROM redpacks
+              WHERE created_by = $1 AND limit_day = $2 AND approved_by IS NULL
+                AND status NOT IN ('pending_approval', 'rejected', 'failed')"
+        }
+    };
+    let (sum,): (i64,) = sqlx::query_as(sql).bind(maker).bind(day).fetch_one(conn).await?;
+    Ok(sum.saturating_add(amount.get()) <= ceiling.get())
+}
+
+/// Raises a `paid_after_failed` anomaly for a payout or red packet (by its merchant number)
+/// that WeChat paid after we recorded it failed. One per number: a repeat counts again.
+pub(crate) async fn record_paid_after_failed(
+    conn: &mut PgConnection,
+    merchant_no: &str,
+    mch_id: &str,
+    reason: String,
+    details: serde_json::Value,
+) -> Result<(), StoreError> {
+    let a = crate::settle::NewAnomaly {
+        kind: "paid_after_failed",
+        reference: merchant_no,
+        mch_id,
+        source: &crate::settle::Source::Sender,
+        reason,
+        details,
+        dedupe_key: format!("paid_after_failed:{mch_id}:{merchant_no}"),
+    };
+    crate::settle::record_anomaly(conn, &a).await?;
+    Ok(())
+}
+
+/// Extends the lease of a request this sender still holds: `claim` is the request's
+/// `send_attempts` when it was claimed (each claim increments it, so it names the claim).
+/// False when the claim was lost — the lease ran out and another sender took the request,
+/// or it was settled meanwhile: the caller must not call WeChat.
+pub(crate) async fn renew_lease(
+    conn: &mut PgConnection,
+    table: Table,
+    id: i64,
+    claim: i32,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let sql = match table {
+        Table::Payouts => {
+            "UPDATE payouts SET lease_until = $4
+              WHERE id = $1 AND status = 'sending' AND send_attempts = $2 AND lease_until > $3"
+        }
+        Table::Redpacks => {
+            "UPDATE redpacks SET lease_until = $4
+              WHERE id = $1 AND status = 'sending' AND send_attempts = $2 AND lease_until > $3"
+        }
+    };
+    let done = sqlx::query(sql).bind(id).bind(claim).bind(now).bind(lease_until).execute(conn).await?;
+    Ok(done.rows_affected() == 1)
+}

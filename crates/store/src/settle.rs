@@ -47,6 +47,9 @@ pub enum Source {
     Reconciliation { run_id: Option<i64> },
     /// A person, through an admin tool; `actor` is their API client id.
     Operator { actor: String },
+    /// The payout and red-packet sender: a send answer or a `gettransferinfo` /
+    /// `gethbinfo` answer.
+    Sender,
 }
 
 impl Source {
@@ -58,6 +61,7 @@ impl Source {
             Source::RefundQuery => "refundquery",
             Source::Reconciliation { .. } => "reconciliation",
             Source::Operator { .. } => "operator",
+            Source::Sender => "sender",
         }
     }
 
@@ -1006,7 +1010,7 @@ pub struct Anomaly {
 }
 
 /// The kinds `settlement_anomalies.kind` admits (its CHECK constraint).
-pub const ANOMALY_KINDS: [&str; 8] = [
+pub const ANOMALY_KINDS: [&str; 9] = [
     "unknown_order",
     "order_mismatch",
     "duplicate_payment",
@@ -1015,6 +1019,7 @@ pub const ANOMALY_KINDS: [&str; 8] = [
     "refund_mismatch",
     "refund_conflict",
     "refund_abnormal",
+    "paid_after_failed",
 ];
 
 /// The columns of an [`Anomaly`], for every query that reads one.

@@ -27,6 +27,7 @@ fn limits() -> Limits {
         min_amount: Fen::new(100),
         max_amount: Fen::new(100_000),
         approval_threshold: Fen::new(5_000),
+        auto_approve_daily_per_maker: Fen::new(i64::MAX),
         openid_daily_amount: Fen::new(20_000),
         openid_daily_count: 3,
         merchant_daily_amount: Fen::new(50_000),
@@ -68,6 +69,7 @@ fn new_payout<'a>(o: &'a OpenId, amount: i64, by: Uuid) -> NewPayout<'a> {
         real_name: None,
         spbill_create_ip: Some("10.0.0.1"),
         created_by: by,
+        request_key: None,
     }
 }
 
@@ -345,7 +347,8 @@ async fn batches_are_all_or_nothing_and_approved_as_one() {
         description: "bonus".into(),
         real_name: None,
     };
-    let owner = BatchOwner { mch_id: MCH, appid: APPID, created_by: finance, spbill_create_ip: None };
+    let owner =
+        BatchOwner { mch_id: MCH, appid: APPID, created_by: finance, spbill_create_ip: None, request_key: None };
     // Row 2 is too small, row 4 breaks user 20's count of 3.
     let bad = vec![row(20, 1_000), row(21, 50), row(20, 1_000), row(20, 1_000), row(20, 1_000)];
     let mut tx = db.pool.begin().await.unwrap();
@@ -403,6 +406,7 @@ async fn red_packet_follows_gethbinfo_to_refund_with_the_ledger() {
         scene_id: None,
         client_ip: None,
         created_by: finance,
+        request_key: None,
     };
     let mut tx = db.pool.begin().await.unwrap();
     let r = redpacks::create(&mut tx, &new, &rules(), now).await.unwrap();

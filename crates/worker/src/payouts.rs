@@ -11,18 +11,33 @@
 //! 2. **Call** with the number fixed at creation and parameters rebuilt from columns that
 //!    the database refuses to change: every call for a request is the same request.
 //! 3. **Store the answer** ([`wxpay::Outcome`]) in one transaction with its consequences:
-//!    `Success` → succeeded / sent (ledger, webhook, audit); `Failed` → failed with WeChat's
-//!    code (limits given back; finance may make a *new* request); `Unknown` → `unknown`
-//!    with exponential backoff.
+//!    `Success` → succeeded / sent (ledger, webhook, audit); `Unknown` → `unknown` with
+//!    exponential backoff; `Failed` → `unknown` too, with WeChat's code on the attempt row:
+//!    **a send's refusal is final only once a query agrees** (below). A refusal made before
+//!    anything reached WeChat (a request it would refuse, `INVALID_REQUEST`) is final at once.
 //!
 //! Anything that may have been sent (`unknown`, or `sending` found after a crash) is
-//! resolved by **querying first** (`gettransferinfo` / `gethbinfo`): a final answer settles
-//! it; `NOT_FOUND` proves WeChat never took it, and only then is it sent again — with the
-//! same number and parameters, which WeChat treats as the same request anyway.
-//! Mini-program red packets are the exception: they are resolved by repeating the send,
-//! because only the send's answer carries the `package` the user needs to open the packet.
-//! (Guess, from WeChat's "retry with the same mch_billno" guidance: a repeated send of a
-//! packet it already holds answers with that packet rather than sending a second one.)
+//! resolved by **querying first** (`gettransferinfo` / `gethbinfo`), for every kind of red
+//! packet too: a final answer settles it. `NOT_FOUND` proves WeChat holds nothing under the
+//! number; then, if the latest send was refused, that refusal is final (`failed`, limits
+//! given back); otherwise the request is sent again — with the same number and parameters,
+//! which WeChat treats as the same request anyway, and only after the sender renewed its
+//! lease (a sender whose claim was lost never calls).
+//!
+//! Why a refusal waits for a query: a code on a re-send after an unclear first send
+//! (FREQ_LIMIT, SENDNUM_LIMIT, NOTENOUGH, SEND_FAILED…) describes the re-send, not the first
+//! call, which WeChat may still complete. WeChat's documentation tells to use the original
+//! number for SYSTEMERROR and lists SEND_FAILED as "use a new number" without promising that
+//! nothing was paid; we do not take that as proof (guess, kept conservative: one extra query
+//! per refused send). A success that arrives for something we hold `failed` is recorded
+//! (ledger, counters, webhook) and raised as a `paid_after_failed` anomaly, never dropped.
+//!
+//! Mini-program red packets: only a send's answer carries the `package` the user needs to
+//! open the packet. When a query proves a packet exists but we have no package, the sender
+//! repeats the send with the same mch_billno to get it (guess, from WeChat's "retry with the
+//! same mch_billno" guidance: a repeated send of a packet it holds answers with that packet
+//! rather than sending a second one); a refusal of that repeat changes nothing, and the
+//! follow-up tries again.
 //!
 //! Sent red packets are followed with `gethbinfo` until received, or refunded after 24 h
 //! unclaimed (posted back to the ledger).
@@ -216,6 +231,45 @@ impl RedpackCall {
 /// A send answer reduced to what the store needs: (send_listid, package).
 type SendAnswer = Outcome<(String, Option<String>)>;
 
+/// A call's answer, and whether the request may have reached WeChat (`false`: refused or
+/// held back by us before sending, so a `Failed` needs no query to be final).
+struct Answer<T> {
+    outcome: Outcome<T>,
+    reached_wechat: bool,
+}
+
+impl<T> Answer<T> {
+    fn of(r: Result<Outcome<T>, CallError>) -> Answer<T> {
+        match r {
+            Ok(outcome) => Answer { outcome, reached_wechat: true },
+            Err(e) => Answer { outcome: call_error_outcome(e), reached_wechat: false },
+        }
+    }
+}
+
+/// Why a refused send is parked as `unknown` until a query agrees.
+fn refusal_reason(code: &str, message: &str) -> String {
+    format!("send refused with {code}: {message}; querying before taking it as final")
+}
+
+/// What a `NOT_FOUND` from a query means, given the latest finished send of the request.
+enum NotFound {
+    /// The latest send was refused and WeChat holds nothing: the refusal is final.
+    RefusalFinal { code: String, message: String },
+    /// Never taken by WeChat: send (again) with the same number.
+    SendAgain,
+}
+
+fn not_found(last_send: Option<(String, Option<String>, Option<String>)>) -> NotFound {
+    match last_send {
+        Some((outcome, code, message)) if outcome == AttemptOutcome::Failed.as_str() => NotFound::RefusalFinal {
+            code: code.unwrap_or_else(|| "FAILED".into()),
+            message: message.unwrap_or_default(),
+        },
+        _ => NotFound::SendAgain,
+    }
+}
+
 fn call_error_outcome<T>(e: CallError) -> Outcome<T> {
     match e {
         // A request WeChat would refuse: nothing was sent, and it never could be.
@@ -340,26 +394,31 @@ impl PayoutSender {
 
     async fn send_transfer(&self, p: &Payout, attempt: i64) -> Result<(), SendError> {
         let req = transfer_request(p);
-        let out = match self.client(&p.appid) {
-            Ok(c) => c.transfer(&req).await.unwrap_or_else(call_error_outcome),
-            Err(e) => call_error_outcome(e),
+        let answer = match self.client(&p.appid) {
+            Ok(c) => Answer::of(c.transfer(&req).await),
+            Err(e) => Answer::of(Err(e)),
         };
+        let out = &answer.outcome;
         let mut tx = self.pool.begin().await?;
-        let (kind, code, msg) = outcome_parts(TransferRequest::ENDPOINT.path(), &out);
+        let (kind, code, msg) = outcome_parts(TransferRequest::ENDPOINT.path(), out);
         payout_attempts::finish(&mut tx, attempt, kind, code, msg).await?;
-        match &out {
+        match out {
             Outcome::Success(r) => {
                 payouts::settle_success(&mut tx, p.id, Some(&r.payment_no), r.payment_time, ACTOR).await?;
             }
-            Outcome::Failed { code, message } => {
+            Outcome::Failed { code, message } if !answer.reached_wechat => {
                 payouts::settle_failed(&mut tx, p.id, code, message, ACTOR).await?;
+            }
+            Outcome::Failed { code, message } => {
+                let reason = refusal_reason(code, message);
+                payouts::mark_unknown(&mut tx, p.id, &reason, self.retry_at(p.send_attempts)).await?;
             }
             Outcome::Unknown { reason } => {
                 payouts::mark_unknown(&mut tx, p.id, reason, self.retry_at(p.send_attempts)).await?;
             }
         }
         tx.commit().await?;
-        log_outcome("transfer", p.id, &out);
+        log_outcome("transfer", p.id, out);
         Ok(())
     }
 
@@ -395,11 +454,27 @@ impl PayoutSender {
                 }
             },
             Outcome::Failed { code, .. } if code == "NOT_FOUND" => {
-                // WeChat never took this number: sending it now is the first transfer.
-                let send = self.begin_payout_attempt(&mut tx, p, Action::Send).await?;
-                tx.commit().await?;
-                tracing::info!(payout = p.id, "not found at WeChat; sending with the same number");
-                return self.send_transfer(p, send).await;
+                match not_found(payout_attempts::last_send(&mut tx, SubjectType::Payout, p.id).await?) {
+                    NotFound::RefusalFinal { code, message } => {
+                        payouts::settle_failed(&mut tx, p.id, &code, &message, ACTOR).await?;
+                    }
+                    NotFound::SendAgain => {
+                        // WeChat never took this number: sending it now is the first transfer —
+                        // if this sender still holds the request.
+                        let now = Utc::now();
+                        if !payouts::renew_lease(&mut tx, p.id, p.send_attempts, now, now + delay(self.cfg.lease))
+                            .await?
+                        {
+                            tx.commit().await?;
+                            tracing::warn!(payout = p.id, "claim lost before the re-send; another sender resolves it");
+                            return Ok(());
+                        }
+                        let send = self.begin_payout_attempt(&mut tx, p, Action::Send).await?;
+                        tx.commit().await?;
+                        tracing::info!(payout = p.id, "not found at WeChat; sending with the same number");
+                        return self.send_transfer(p, send).await;
+                    }
+                }
             }
             Outcome::Failed { code, message } => {
                 let reason = format!("gettransferinfo refused: {code}: {message}");
@@ -421,11 +496,7 @@ impl PayoutSender {
             return Ok(None);
         };
         let r = claimed.redpack;
-        let action = if claimed.from == RedpackStatus::Approved || r.kind == RedpackKind::MiniProgram {
-            Action::Send
-        } else {
-            Action::Query
-        };
+        let action = if claimed.from == RedpackStatus::Approved { Action::Send } else { Action::Query };
         let attempt = self.begin_redpack_attempt(&mut tx, &r, action).await?;
         tx.commit().await?;
         tracing::info!(redpack = r.id, mch_billno = %r.mch_billno, from = ?claimed.from, action = action.as_str(), "red packet claimed");
@@ -492,28 +563,28 @@ impl PayoutSender {
         Ok(payout_attempts::begin(conn, &a).await?)
     }
 
-    async fn call_send(&self, r: &Redpack) -> SendAnswer {
+    async fn call_send(&self, r: &Redpack) -> Answer<(String, Option<String>)> {
         let client = match self.client(&r.appid) {
             Ok(c) => c,
-            Err(e) => return call_error_outcome(e),
+            Err(e) => return Answer::of(Err(e)),
         };
-        let res = match RedpackCall::for_packet(r) {
+        Answer::of(match RedpackCall::for_packet(r) {
             RedpackCall::Normal(req) => client.send_redpack(&req).await.map(|o| o.map(|a| (a.send_listid, None))),
             RedpackCall::Group(req) => client.send_group_redpack(&req).await.map(|o| o.map(|a| (a.send_listid, None))),
             RedpackCall::MiniProgram(req) => {
                 client.send_mini_program_hb(&req).await.map(|o| o.map(|a| (a.send_listid, Some(a.package))))
             }
-        };
-        res.unwrap_or_else(call_error_outcome)
+        })
     }
 
     async fn send_redpack(&self, r: &Redpack, attempt: i64) -> Result<(), SendError> {
-        let out = self.call_send(r).await;
+        let answer = self.call_send(r).await;
+        let out: &SendAnswer = &answer.outcome;
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;
-        let (kind, code, msg) = outcome_parts(RedpackCall::for_packet(r).endpoint(), &out);
+        let (kind, code, msg) = outcome_parts(RedpackCall::for_packet(r).endpoint(), out);
         payout_attempts::finish(&mut tx, attempt, kind, code, msg).await?;
-        match &out {
+        match out {
             Outcome::Success((listid, package)) => {
                 let facts = HbFacts {
                     status: HbStatus::Sent,
@@ -528,15 +599,43 @@ impl PayoutSender {
                 };
                 redpacks::apply(&mut tx, r.id, &facts, ACTOR).await?;
             }
-            Outcome::Failed { code, message } => {
+            Outcome::Failed { code, message } if !answer.reached_wechat => {
                 redpacks::settle_failed(&mut tx, r.id, code, message, ACTOR).await?;
+            }
+            Outcome::Failed { code, message } => {
+                let reason = refusal_reason(code, message);
+                redpacks::mark_unknown(&mut tx, r.id, &reason, self.retry_at(r.send_attempts)).await?;
             }
             Outcome::Unknown { reason } => {
                 redpacks::mark_unknown(&mut tx, r.id, reason, self.retry_at(r.send_attempts)).await?;
             }
         }
         tx.commit().await?;
-        log_outcome("redpack send", r.id, &out);
+        log_outcome("redpack send", r.id, out);
+        Ok(())
+    }
+
+    /// Repeats the send of a mini-program packet that a query proved WeChat holds, to get
+    /// the `package` only a send's answer carries (see the module docs). Whatever the
+    /// answer, the packet's state does not change: WeChat's query already decided it; a
+    /// refusal or no answer leaves the package for the next follow-up, asked sooner.
+    async fn fetch_package(&self, r: &Redpack) -> Result<(), SendError> {
+        let mut tx = self.pool.begin().await?;
+        let attempt = self.begin_redpack_attempt(&mut tx, r, Action::Send).await?;
+        tx.commit().await?;
+        let answer = self.call_send(r).await;
+        let out = &answer.outcome;
+        let mut tx = self.pool.begin().await?;
+        let (kind, code, msg) = outcome_parts(RedpackCall::for_packet(r).endpoint(), out);
+        payout_attempts::finish(&mut tx, attempt, kind, code, msg).await?;
+        match out {
+            Outcome::Success((_, Some(package))) => redpacks::store_package(&mut tx, r.id, package).await?,
+            _ => {
+                tracing::warn!(redpack = r.id, "no package from the repeated send; the follow-up asks again");
+                redpacks::followup_soon(&mut tx, r.id, self.retry_at(r.send_attempts)).await?;
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -558,6 +657,7 @@ impl PayoutSender {
         let mut tx = self.pool.begin().await?;
         let (kind, code, msg) = outcome_parts(GetHbInfoRequest::ENDPOINT.path(), &out);
         payout_attempts::finish(&mut tx, attempt, kind, code, msg).await?;
+        let mut needs_package = false;
         match out {
             Outcome::Success(info) if info.total_amount != r.total_amount => {
                 tracing::error!(redpack = r.id, expected = %r.total_amount, got = %info.total_amount, "gethbinfo amount differs");
@@ -579,12 +679,30 @@ impl PayoutSender {
                     ..facts
                 };
                 redpacks::apply(&mut tx, r.id, &facts, ACTOR).await?;
+                needs_package = r.kind == RedpackKind::MiniProgram
+                    && matches!(info.status, HbStatus::Sent)
+                    && redpacks::get(&mut tx, &r.mch_billno).await?.is_some_and(|x| x.package.is_none());
             }
             Outcome::Failed { code, .. } if code == "NOT_FOUND" && resolving => {
-                let send = self.begin_redpack_attempt(&mut tx, r, Action::Send).await?;
-                tx.commit().await?;
-                tracing::info!(redpack = r.id, "not found at WeChat; sending with the same number");
-                return self.send_redpack(r, send).await;
+                match not_found(payout_attempts::last_send(&mut tx, SubjectType::Redpack, r.id).await?) {
+                    NotFound::RefusalFinal { code, message } => {
+                        redpacks::settle_failed(&mut tx, r.id, &code, &message, ACTOR).await?;
+                    }
+                    NotFound::SendAgain => {
+                        let now = Utc::now();
+                        if !redpacks::renew_lease(&mut tx, r.id, r.send_attempts, now, now + delay(self.cfg.lease))
+                            .await?
+                        {
+                            tx.commit().await?;
+                            tracing::warn!(redpack = r.id, "claim lost before the re-send; another sender resolves it");
+                            return Ok(());
+                        }
+                        let send = self.begin_redpack_attempt(&mut tx, r, Action::Send).await?;
+                        tx.commit().await?;
+                        tracing::info!(redpack = r.id, "not found at WeChat; sending with the same number");
+                        return self.send_redpack(r, send).await;
+                    }
+                }
             }
             Outcome::Failed { code, message } if resolving => {
                 let reason = format!("gethbinfo refused: {code}: {message}");
@@ -597,6 +715,9 @@ impl PayoutSender {
             Outcome::Failed { .. } | Outcome::Unknown { .. } => {}
         }
         tx.commit().await?;
+        if needs_package {
+            self.fetch_package(r).await?;
+        }
         Ok(())
     }
 

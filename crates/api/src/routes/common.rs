@@ -31,16 +31,20 @@ pub fn require_idempotency_key(req: &HttpRequest) -> Result<(), ApiError> {
 }
 
 /// The checks every request that moves money passes first, in this order: a finance key,
-/// an Idempotency-Key, a configured app (returned).
+/// an Idempotency-Key, a configured app. Returns the app and the key, which the store
+/// writes on the row the request creates: the key names that payout, packet or batch
+/// forever, so a retry (even one the key's takeover window lets run again) returns it
+/// instead of creating a second one.
 pub fn money_request<'a>(
     req: &HttpRequest,
     caller: &Caller,
     config: &'a Config,
     appid: Option<&str>,
-) -> Result<&'a AppConfig, ApiError> {
+) -> Result<(&'a AppConfig, String), ApiError> {
     caller.require(&[Role::Finance])?;
     require_idempotency_key(req)?;
-    resolve_app(config, appid)
+    let key = req.extensions().get::<IdempotencyKey>().map(|k| k.0.clone()).unwrap_or_default();
+    Ok((resolve_app(config, appid)?, key))
 }
 
 /// An optional listing filter from the query string: absent or empty means "any";

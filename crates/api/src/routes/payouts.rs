@@ -77,6 +77,7 @@ pub fn payout_limits(c: &PayoutsConfig) -> Limits {
         openid_daily_amount: Fen::new(c.openid_daily_amount),
         openid_daily_count: c.openid_daily_count,
         merchant_daily_amount: Fen::new(c.merchant_daily_amount),
+        auto_approve_daily_per_maker: Fen::new(c.auto_approve_daily_per_maker),
     }
 }
 
@@ -96,6 +97,10 @@ pub fn payout_error(e: PayoutError) -> ApiError {
         PayoutError::InBatch(b) => ApiError::conflict(
             "payout_in_batch",
             format!("this payout belongs to batch {b}: approve or reject the batch"),
+        ),
+        PayoutError::KeyReused(what) => ApiError::conflict(
+            "idempotency_key_reused",
+            format!("this Idempotency-Key created {what} with other parameters; use a new key"),
         ),
         PayoutError::Store(StoreError::InvalidTransition { entity, from, to }) => {
             ApiError::conflict("invalid_state", format!("{entity} cannot go from {from} to {to}"))
@@ -212,7 +217,7 @@ pub async fn create_payout(
     caller: Caller,
     body: web::Json<CreatePayout>,
 ) -> Result<HttpResponse, ApiError> {
-    let app = money_request(&req, &caller, &state.config, body.appid.as_deref())?;
+    let (app, key) = money_request(&req, &caller, &state.config, body.appid.as_deref())?;
     let openid = parse_openid(&body.openid)?;
     let new = NewPayout {
         mch_id: &app.mch_id,
@@ -223,6 +228,7 @@ pub async fn create_payout(
         real_name: body.real_name.as_deref(),
         spbill_create_ip: Some(&state.config.payouts.spbill_create_ip),
         created_by: caller.id,
+        request_key: Some(&key),
     };
     let cfg = &state.config.payouts;
     let mut tx = state.pool.begin().await?;
@@ -499,7 +505,7 @@ pub async fn create_batch(
     q: web::Query<BatchQuery>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let app = money_request(&req, &caller, &state.config, q.appid.as_deref())?;
+    let (app, key) = money_request(&req, &caller, &state.config, q.appid.as_deref())?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("invalid_batch", "the CSV must be UTF-8"))?;
     let records = parse_csv(text).map_err(|m| ApiError::invalid("invalid_batch", m))?;
     let parsed = batch_rows(&records);
@@ -524,6 +530,7 @@ pub async fn create_batch(
         appid: &app.appid,
         created_by: caller.id,
         spbill_create_ip: Some(&cfg.spbill_create_ip),
+        request_key: Some(&key),
     };
     let mut tx = state.pool.begin().await?;
     // The parseable rows go through every store rule even when others did not parse, so

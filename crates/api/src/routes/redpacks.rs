@@ -60,6 +60,7 @@ pub fn redpack_rules(c: &PayoutsConfig) -> RedpackRules {
             openid_daily_amount: Fen::new(c.redpack_openid_daily_amount),
             openid_daily_count: c.redpack_openid_daily_count,
             merchant_daily_amount: Fen::new(c.redpack_merchant_daily_amount),
+            auto_approve_daily_per_maker: Fen::new(c.redpack_auto_approve_daily_per_maker),
         },
         min_per_packet: Fen::new(c.redpack_min_per_packet),
         max_per_packet: Fen::new(c.redpack_max_per_packet),
@@ -211,7 +212,7 @@ pub async fn create_redpack(
     caller: Caller,
     body: web::Json<CreateRedpack>,
 ) -> Result<HttpResponse, ApiError> {
-    let app = money_request(&req, &caller, &state.config, body.appid.as_deref())?;
+    let (app, key) = money_request(&req, &caller, &state.config, body.appid.as_deref())?;
     let kind = RedpackKind::parse(&body.kind)
         .ok_or_else(|| ApiError::invalid("invalid_kind", "kind is normal, group or mini_program"))?;
     let openid = OpenId::parse(&body.openid).map_err(|e| ApiError::invalid("invalid_openid", e.to_string()))?;
@@ -231,6 +232,7 @@ pub async fn create_redpack(
         scene_id: body.scene_id.as_deref(),
         client_ip: Some(&cfg.redpack_client_ip),
         created_by: caller.id,
+        request_key: Some(&key),
     };
     let mut tx = state.pool.begin().await?;
     let r = redpacks::create(&mut tx, &new, &redpack_rules(cfg), Utc::now()).await.map_err(payout_error)?;
