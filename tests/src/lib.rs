@@ -101,6 +101,22 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// Payout and red-packet tests: both approval thresholds at 100 yuan and the sender's
+    /// retries fast (1 ms, at most 20 ms), so unknown outcomes resolve within a test.
+    pub fn fast_payouts() -> Options {
+        Options {
+            configure: Box::new(|c| {
+                c.payouts.approval_threshold = 10_000;
+                c.payouts.redpack_approval_threshold = 10_000;
+                c.payouts.retry_initial_ms = 1;
+                c.payouts.retry_max_ms = 20;
+            }),
+            ..Options::default()
+        }
+    }
+}
+
 /// The whole system for one test.
 pub struct TestApp {
     pub db: TestDb,

@@ -13,17 +13,8 @@ use serde_json::{Value, json};
 
 const TRANSFERS: &str = "/mmpaymkttransfers/promotion/transfers";
 
-/// Fast retries and a 100-yuan approval threshold.
 fn opts() -> Options {
-    Options {
-        configure: Box::new(|c| {
-            c.payouts.approval_threshold = 10_000;
-            c.payouts.redpack_approval_threshold = 10_000;
-            c.payouts.retry_initial_ms = 1;
-            c.payouts.retry_max_ms = 20;
-        }),
-        ..Options::default()
-    }
+    Options::fast_payouts()
 }
 
 fn openid(app: &TestApp) -> String {

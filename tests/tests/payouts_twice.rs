@@ -29,15 +29,7 @@ const TRANSFER_INFO: &str = "/mmpaymkttransfers/gettransferinfo";
 const MINI_HB: &str = "/mmpaymkttransfers/sendminiprogramhb";
 
 fn opts() -> Options {
-    Options {
-        configure: Box::new(|c| {
-            c.payouts.approval_threshold = 10_000;
-            c.payouts.redpack_approval_threshold = 10_000;
-            c.payouts.retry_initial_ms = 1;
-            c.payouts.retry_max_ms = 20;
-        }),
-        ..Options::default()
-    }
+    Options::fast_payouts()
 }
 
 fn openid(app: &TestApp) -> String {

@@ -3,6 +3,7 @@
 //! and finished after it, and its audit line is written with it; a row left `pending` is
 //! the trace of a call whose answer never reached the database.
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
 use wxpay::Params;
@@ -166,4 +167,30 @@ pub async fn last_send(
     .bind(subject_id)
     .fetch_optional(conn)
     .await?)
+}
+
+/// Extends the lease of a request this sender claimed, before another call: `claim` is the
+/// request's `send_attempts` as claimed (each claim increments it, so it names the claim).
+/// False when the claim was lost — the lease ran out and another sender took the request,
+/// or it was settled meanwhile: the caller must not call WeChat.
+pub async fn renew_lease(
+    conn: &mut PgConnection,
+    subject_type: SubjectType,
+    id: i64,
+    claim: i32,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let sql = match subject_type {
+        SubjectType::Payout => {
+            "UPDATE payouts SET lease_until = $4
+              WHERE id = $1 AND status = 'sending' AND send_attempts = $2 AND lease_until > $3"
+        }
+        SubjectType::Redpack => {
+            "UPDATE redpacks SET lease_until = $4
+              WHERE id = $1 AND status = 'sending' AND send_attempts = $2 AND lease_until > $3"
+        }
+    };
+    let done = sqlx::query(sql).bind(id).bind(claim).bind(now).bind(lease_until).execute(conn).await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -238,29 +238,22 @@ pub async fn release(conn: &mut PgConnection, h: &Holding<'_>) -> Result<(), Sto
 /// request we had released as failed (a late success), so the money moved whatever the
 /// limits say. The counters must count it; an over-limit day is for an operator to see.
 pub async fn hold_again(conn: &mut PgConnection, h: &Holding<'_>) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO payout_merchant_daily AS t (product, mch_id, day, amount, count) VALUES ($1, $2, $3, $4, 1)
-         ON CONFLICT (product, mch_id, day) DO UPDATE SET amount = t.amount + EXCLUDED.amount, count = t.count + 1",
-    )
-    .bind(h.product.as_str())
-    .bind(h.mch_id)
-    .bind(h.day)
-    .bind(h.amount.get())
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO payout_openid_daily AS t (product, mch_id, day, openid, amount, count)
-         VALUES ($1, $2, $3, $4, $5, 1)
-         ON CONFLICT (product, mch_id, day, openid) DO UPDATE SET amount = t.amount + EXCLUDED.amount, count = t.count + 1",
-    )
-    .bind(h.product.as_str())
-    .bind(h.mch_id)
-    .bind(h.day)
-    .bind(h.openid)
-    .bind(h.amount.get())
-    .execute(conn)
-    .await?;
-    Ok(())
+    let unlimited = Limits {
+        min_amount: Fen::new(0),
+        max_amount: Fen::new(i64::MAX),
+        approval_threshold: Fen::new(i64::MAX),
+        auto_approve_daily_per_maker: Fen::new(i64::MAX),
+        // Far above any real total, and far enough below i64::MAX that `amount + new` in
+        // the counters' upsert cannot overflow.
+        openid_daily_amount: Fen::new(i64::MAX / 4),
+        openid_daily_count: i32::MAX - 1,
+        merchant_daily_amount: Fen::new(i64::MAX / 4),
+    };
+    match reserve(conn, h, &unlimited).await {
+        Ok(()) => Ok(()),
+        Err(RuleError::Store(e)) => Err(e),
+        Err(RuleError::Rule(v)) => Err(StoreError::Conflict(format!("holding a paid amount again: {v}"))),
+    }
 }
 
 /// The user's (amount, count) for the holding's day.

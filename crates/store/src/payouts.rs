@@ -523,19 +523,6 @@ pub async fn claim_next(
     Ok(Some(Claimed { payout: Payout::from_row(&row)?, from }))
 }
 
-/// Extends the lease of a payout this sender claimed (`claim`: its `send_attempts` as
-/// claimed) before another call; false when the claim was lost (see
-/// `sendable::renew_lease`): the caller must not call WeChat.
-pub async fn renew_lease(
-    conn: &mut PgConnection,
-    id: i64,
-    claim: i32,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    sendable::renew_lease(conn, Table::Payouts, id, claim, now, lease_until).await
-}
-
 /// What settling did: the first settlement changes the row; a repeat (a second sender or
 /// a late answer) changes nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

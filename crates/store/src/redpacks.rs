@@ -575,18 +575,6 @@ pub async fn claim_followup(
     Ok(row.map(|r| Redpack::from_row(&r)).transpose()?)
 }
 
-/// Extends the lease of a packet this sender claimed (`claim`: its `send_attempts` as
-/// claimed) before another call; false when the claim was lost: do not call WeChat.
-pub async fn renew_lease(
-    conn: &mut PgConnection,
-    id: i64,
-    claim: i32,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    sendable::renew_lease(conn, Table::Redpacks, id, claim, now, lease_until).await
-}
-
 /// Stores the `package` of a mini-program packet WeChat holds (from a repeated send with
 /// the same mch_billno, after a query proved the packet exists). The first one stays.
 pub async fn store_package(conn: &mut PgConnection, id: i64, package: &str) -> Result<(), StoreError> {

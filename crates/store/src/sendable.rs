@@ -297,29 +297,3 @@ pub(crate) async fn record_paid_after_failed(
     crate::settle::record_anomaly(conn, &a).await?;
     Ok(())
 }
-
-/// Extends the lease of a request this sender still holds: `claim` is the request's
-/// `send_attempts` when it was claimed (each claim increments it, so it names the claim).
-/// False when the claim was lost — the lease ran out and another sender took the request,
-/// or it was settled meanwhile: the caller must not call WeChat.
-pub(crate) async fn renew_lease(
-    conn: &mut PgConnection,
-    table: Table,
-    id: i64,
-    claim: i32,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    let sql = match table {
-        Table::Payouts => {
-            "UPDATE payouts SET lease_until = $4
-              WHERE id = $1 AND status = 'sending' AND send_attempts = $2 AND lease_until > $3"
-        }
-        Table::Redpacks => {
-            "UPDATE redpacks SET lease_until = $4
-              WHERE id = $1 AND status = 'sending' AND send_attempts = $2 AND lease_until > $3"
-        }
-    };
-    let done = sqlx::query(sql).bind(id).bind(claim).bind(now).bind(lease_until).execute(conn).await?;
-    Ok(done.rows_affected() == 1)
-}

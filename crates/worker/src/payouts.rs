@@ -462,8 +462,16 @@ impl PayoutSender {
                         // WeChat never took this number: sending it now is the first transfer —
                         // if this sender still holds the request.
                         let now = Utc::now();
-                        if !payouts::renew_lease(&mut tx, p.id, p.send_attempts, now, now + delay(self.cfg.lease))
-                            .await?
+                        let lease = now + delay(self.cfg.lease);
+                        if !payout_attempts::renew_lease(
+                            &mut tx,
+                            SubjectType::Payout,
+                            p.id,
+                            p.send_attempts,
+                            now,
+                            lease,
+                        )
+                        .await?
                         {
                             tx.commit().await?;
                             tracing::warn!(payout = p.id, "claim lost before the re-send; another sender resolves it");
@@ -690,8 +698,16 @@ impl PayoutSender {
                     }
                     NotFound::SendAgain => {
                         let now = Utc::now();
-                        if !redpacks::renew_lease(&mut tx, r.id, r.send_attempts, now, now + delay(self.cfg.lease))
-                            .await?
+                        let lease = now + delay(self.cfg.lease);
+                        if !payout_attempts::renew_lease(
+                            &mut tx,
+                            SubjectType::Redpack,
+                            r.id,
+                            r.send_attempts,
+                            now,
+                            lease,
+                        )
+                        .await?
                         {
                             tx.commit().await?;
                             tracing::warn!(redpack = r.id, "claim lost before the re-send; another sender resolves it");
