@@ -4,8 +4,8 @@
 
 use minipay_e2e::{DEMO_API_KEY, TestApp};
 use minipay_sandbox::{Fault, FaultKind};
+use minipay_store::anomalies;
 use minipay_store::ledger::{self, Kind};
-use minipay_store::settle;
 use wxpay::sign::sign_params;
 use wxpay::{ApiKey, SignType, xml};
 
@@ -67,7 +67,7 @@ async fn a_paid_order_is_settled_once_however_often_wechat_notifies() {
             .await
             .unwrap();
     assert_eq!(deliveries, 22, "2 sandbox copies + 20 replays, one raw row");
-    assert!(settle::open_anomalies(&mut conn, 10).await.unwrap().is_empty());
+    assert!(anomalies::open_anomalies(&mut conn, 10).await.unwrap().is_empty());
     app.assert_ledger_balanced().await;
 }
 
@@ -91,7 +91,7 @@ async fn a_genuine_notification_for_the_wrong_amount_is_an_anomaly_not_a_payment
     assert_eq!(app.order_status(&no).await, "prepaid");
 
     let mut conn = app.pool().acquire().await.unwrap();
-    let anomalies = settle::anomalies_for(&mut conn, &no).await.unwrap();
+    let anomalies = anomalies::anomalies_for(&mut conn, &no).await.unwrap();
     assert_eq!(anomalies.len(), 1);
     assert_eq!(anomalies[0].kind, "order_mismatch");
     assert!(anomalies[0].reason.contains("total_fee"), "{}", anomalies[0].reason);

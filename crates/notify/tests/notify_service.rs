@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use minipay_config::{Config, DEMO_API_KEY, DEMO_APPID, DEMO_MCH_ID};
 use minipay_notify::Application;
+use minipay_store::anomalies;
 use minipay_store::ledger::{self, Kind};
-use minipay_store::settle;
 use minipay_testkit::{PgCluster, TestDb};
 use sqlx::PgPool;
 use wxpay::sign::sign_params;
@@ -347,7 +347,7 @@ async fn genuine_but_mismatched_notifications_are_anomalies_not_payments() {
     assert_eq!(status(&n.pool, "n-4").await, "prepaid");
     assert_eq!(scalar(&n.pool, "SELECT count(*) FROM ledger_transactions").await, 0);
     let mut c = n.pool.acquire().await.unwrap();
-    let open = settle::open_anomalies(&mut c, 10).await.unwrap();
+    let open = anomalies::open_anomalies(&mut c, 10).await.unwrap();
     let kinds: Vec<(&str, &str, i32)> =
         open.iter().map(|a| (a.kind.as_str(), a.reference.as_str(), a.occurrences)).collect();
     assert_eq!(
@@ -376,7 +376,7 @@ async fn a_payment_after_local_close_wins_and_is_flagged() {
     assert_eq!((status.as_str(), flagged), ("paid", true));
     assert_eq!(n.app_metrics.count("payment", "applied_late"), 1);
     let mut c = n.pool.acquire().await.unwrap();
-    assert_eq!(settle::anomalies_for(&mut c, "n-5").await.unwrap()[0].kind, "paid_after_close");
+    assert_eq!(anomalies::anomalies_for(&mut c, "n-5").await.unwrap()[0].kind, "paid_after_close");
     assert_balanced(&n.pool).await;
 }
 

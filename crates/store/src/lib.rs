@@ -15,6 +15,7 @@
 //! Queries use runtime `sqlx::query` with binds rather than the compile-time macros: the
 //! schema is being built by several people at once and builds must not need a database.
 
+pub mod anomalies;
 pub mod audit;
 pub mod batches;
 pub mod clients;

@@ -285,7 +285,7 @@ pub(crate) async fn record_paid_after_failed(
     reason: String,
     details: serde_json::Value,
 ) -> Result<(), StoreError> {
-    let a = crate::settle::NewAnomaly {
+    let a = crate::anomalies::NewAnomaly {
         kind: "paid_after_failed",
         reference: merchant_no,
         mch_id,
@@ -294,6 +294,6 @@ pub(crate) async fn record_paid_after_failed(
         details,
         dedupe_key: format!("paid_after_failed:{mch_id}:{merchant_no}"),
     };
-    crate::settle::record_anomaly(conn, &a).await?;
+    crate::anomalies::record_anomaly(conn, &a).await?;
     Ok(())
 }

@@ -2,13 +2,13 @@
 //! disagree with our records (recording an anomaly instead), and lets a late payment win.
 
 use chrono::{Duration, Utc};
-use minipay_store::Fen;
 use minipay_store::domain::RefundStatus;
 use minipay_store::ledger::{self, Kind};
 use minipay_store::settle::{
     self, PaymentApplied, PaymentFacts, RefundApplied, RefundFacts, RefundResult, Source, apply_payment,
     apply_refund_result,
 };
+use minipay_store::{Fen, anomalies};
 use minipay_testkit::TestDb;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -119,7 +119,7 @@ async fn a_payment_applies_once_with_ledger_webhook_and_audit() {
     let audits =
         count(&db.pool, "SELECT count(*) FROM audit_log WHERE subject_id = $1 AND action = 'order.paid'", "o-1").await;
     assert_eq!(audits, 1);
-    assert!(settle::open_anomalies(&mut conn, 10).await.unwrap().is_empty());
+    assert!(anomalies::open_anomalies(&mut conn, 10).await.unwrap().is_empty());
     assert_balanced(&db.pool).await;
 }
 
@@ -144,7 +144,7 @@ async fn mismatched_facts_change_nothing_and_open_an_anomaly() {
     assert_eq!(status_of(&db.pool, "o-2").await.0, "prepaid");
     let mut conn = db.pool.acquire().await.unwrap();
     assert_eq!(ledger::count_postings(&mut conn, Kind::Payment, "o-2").await.unwrap(), 0);
-    let anomalies = settle::anomalies_for(&mut conn, "o-2").await.unwrap();
+    let anomalies = anomalies::anomalies_for(&mut conn, "o-2").await.unwrap();
     assert_eq!(anomalies.len(), 1, "one anomaly per distinct (order, transaction)");
     assert_eq!(anomalies[0].kind, "order_mismatch");
     assert_eq!(anomalies[0].occurrences, 3);
@@ -157,11 +157,11 @@ async fn an_unknown_order_is_an_anomaly() {
     let f = facts("nobody", 100);
     let PaymentApplied::UnknownOrder { anomaly_id } = apply(&db.pool, &f).await else { panic!("expected unknown") };
     let mut conn = db.pool.acquire().await.unwrap();
-    let open = settle::open_anomalies(&mut conn, 10).await.unwrap();
+    let open = anomalies::open_anomalies(&mut conn, 10).await.unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!((open[0].id, open[0].kind.as_str()), (anomaly_id, "unknown_order"));
-    assert!(settle::resolve_anomaly(&mut conn, anomaly_id, "ops", "other system's order").await.unwrap());
-    assert!(settle::open_anomalies(&mut conn, 10).await.unwrap().is_empty());
+    assert!(anomalies::resolve_anomaly(&mut conn, anomaly_id, "ops", "other system's order").await.unwrap());
+    assert!(anomalies::open_anomalies(&mut conn, 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -171,7 +171,7 @@ async fn a_payment_after_a_local_close_wins_and_is_flagged() {
     assert_eq!(apply(&db.pool, &facts("o-3", 300)).await, PaymentApplied::Applied { late: true });
     assert_eq!(status_of(&db.pool, "o-3").await, ("paid".into(), true, Some("4200o-3".into())));
     let mut conn = db.pool.acquire().await.unwrap();
-    let a = settle::anomalies_for(&mut conn, "o-3").await.unwrap();
+    let a = anomalies::anomalies_for(&mut conn, "o-3").await.unwrap();
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].kind, "paid_after_close");
     assert_eq!(ledger::count_postings(&mut conn, Kind::Payment, "o-3").await.unwrap(), 1);
@@ -304,7 +304,8 @@ async fn refund_mismatches_and_unknown_refunds_are_anomalies() {
     let ok = refund_facts("r-7", 100, RefundResult::Succeeded);
     assert_eq!(apply_refund(&db.pool, &ok).await, RefundApplied::Applied { status: RefundStatus::Succeeded });
     let mut conn = db.pool.acquire().await.unwrap();
-    let kinds: Vec<String> = settle::open_anomalies(&mut conn, 10).await.unwrap().into_iter().map(|a| a.kind).collect();
+    let kinds: Vec<String> =
+        anomalies::open_anomalies(&mut conn, 10).await.unwrap().into_iter().map(|a| a.kind).collect();
     assert_eq!(kinds, ["refund_mismatch", "unknown_refund", "refund_abnormal"]);
     assert_balanced(&db.pool).await;
 }

@@ -12,7 +12,7 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use minipay_store::settle::{self, ANOMALY_KINDS, Anomaly, AnomalyFilter};
+use minipay_store::anomalies::{self, ANOMALY_KINDS, Anomaly, AnomalyFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -150,7 +150,7 @@ pub async fn list_anomalies(
         limit,
     };
     let mut conn = state.pool.acquire().await?;
-    let rows = settle::list_anomalies(&mut conn, &filter).await?;
+    let rows = anomalies::list_anomalies(&mut conn, &filter).await?;
     let next = next_before_id(rows.len(), limit, rows.last().map(|a| a.id));
     Ok(HttpResponse::Ok()
         .json(AnomalyList { data: rows.into_iter().map(AnomalyView::from).collect(), next_before_id: next }))
@@ -166,7 +166,7 @@ pub async fn get_anomaly(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Viewer, Role::Finance, Role::Approver])?;
     let mut conn = state.pool.acquire().await?;
-    let a = settle::get_anomaly(&mut conn, *path).await?.ok_or_else(not_found)?;
+    let a = anomalies::get_anomaly(&mut conn, *path).await?.ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(AnomalyView::from(a)))
 }
 
@@ -193,8 +193,8 @@ pub async fn resolve_anomaly(
         ));
     }
     let mut tx = state.pool.begin().await?;
-    let resolved = settle::resolve_anomaly(&mut tx, *path, &caller.actor(), note).await?;
-    let a = settle::get_anomaly(&mut tx, *path).await?.ok_or_else(not_found)?;
+    let resolved = anomalies::resolve_anomaly(&mut tx, *path, &caller.actor(), note).await?;
+    let a = anomalies::get_anomaly(&mut tx, *path).await?.ok_or_else(not_found)?;
     tx.commit().await?;
     if !resolved {
         return Err(ApiError::conflict(
