@@ -403,6 +403,7 @@ async fn red_packet_follows_gethbinfo_to_refund_with_the_ledger() {
         scene_id: None,
         client_ip: None,
         created_by: finance,
+        owner_client_id: None,
     };
     let mut tx = db.pool.begin().await.unwrap();
     let r = redpacks::create(&mut tx, &new, &rules(), now).await.unwrap();
