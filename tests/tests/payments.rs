@@ -40,13 +40,13 @@ async fn login_order_pay_refund_webhooks() {
     assert!(got.body["transaction_id"].is_string());
 
     // Two partial refunds, then one that would exceed what was paid.
-    let r1 = app.refund(&no, &json!({"amount": 300, "reason": "broken cup"})).await;
+    let r1 = app.refund(&no, &json!({"out_refund_no": "cup-1", "amount": 300, "reason": "broken cup"})).await;
     // Accepted by WeChat; with the sandbox's scaled delay the result may already be in.
     let status = r1.expect(201)["status"].as_str().unwrap().to_owned();
     assert!(status == "processing" || status == "succeeded", "{}", r1.body);
-    let r2 = app.refund(&no, &json!({"amount": 300})).await;
+    let r2 = app.refund(&no, &json!({"out_refund_no": "cup-2", "amount": 300})).await;
     r2.expect(201);
-    let r3 = app.refund(&no, &json!({"amount": 401})).await;
+    let r3 = app.refund(&no, &json!({"out_refund_no": "cup-3", "amount": 401})).await;
     assert_eq!(r3.status, 409, "{}", r3.body);
     assert_eq!(r3.code(), "refund_exceeds_refundable");
     for r in [&r1, &r2] {

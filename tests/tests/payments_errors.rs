@@ -106,15 +106,15 @@ async fn state_conflicts() {
         .await;
     assert_eq!((r.status, r.code()), (409, "out_trade_no_used"));
     // Refunding an unpaid order; closing a paid one.
-    let r = app.refund("conflict-1", &json!({"amount": 10})).await;
+    let r = app.refund("conflict-1", &json!({"out_refund_no": "rf-0", "amount": 10})).await;
     assert_eq!((r.status, r.code()), (409, "order_not_paid"));
     app.pay("conflict-1");
     app.wait_for_order_status("conflict-1", "paid").await;
     let r = app.close_order("conflict-1").await;
     assert_eq!((r.status, r.code()), (409, "order_paid"));
-    let r = app.refund("conflict-1", &json!({"amount": 0})).await;
+    let r = app.refund("conflict-1", &json!({"out_refund_no": "rf-0", "amount": 0})).await;
     assert_eq!((r.status, r.code()), (422, "invalid_amount"));
-    let r = app.refund("conflict-1", &json!({"amount": 101})).await;
+    let r = app.refund("conflict-1", &json!({"out_refund_no": "rf-0", "amount": 101})).await;
     assert_eq!((r.status, r.code()), (409, "refund_exceeds_refundable"));
     let r = app.refund("conflict-1", &json!({"out_refund_no": "rf-1", "amount": 10})).await;
     r.expect(201);

@@ -39,9 +39,9 @@ async fn concurrent_refunds_never_exceed_the_paid_amount() {
     let at_wechat: i64 = app.sandbox.refunds().iter().map(|r| r.refund_fee.get()).sum();
     assert_eq!(at_wechat, 900);
     // The 100 left can still be refunded; one fen more cannot.
-    let r = app.refund(&no, &json!({"amount": 101})).await;
+    let r = app.refund(&no, &json!({"out_refund_no": "rest-1", "amount": 101})).await;
     assert_eq!(r.code(), "refund_exceeds_refundable");
-    app.refund(&no, &json!({"amount": 100})).await.expect(201);
+    app.refund(&no, &json!({"out_refund_no": "rest-2", "amount": 100})).await.expect(201);
     app.assert_ledger_balanced().await;
 }
 
@@ -86,7 +86,7 @@ async fn a_refused_refund_releases_its_reservation() {
             times: Some(1),
         })
         .unwrap();
-    let r = app.refund(&no, &json!({"amount": 500})).await;
+    let r = app.refund(&no, &json!({"out_refund_no": "refused-1", "amount": 500})).await;
     assert_eq!((r.status, r.code()), (409, "refund_failed"), "{}", r.body);
     let (reserved,): (i64,) = sqlx::query_as("SELECT refunded_amount FROM orders WHERE out_trade_no = $1")
         .bind(&no)
@@ -94,7 +94,7 @@ async fn a_refused_refund_releases_its_reservation() {
         .await
         .unwrap();
     assert_eq!(reserved, 0, "a refused refund holds nothing");
-    let r = app.refund(&no, &json!({"amount": 500})).await;
+    let r = app.refund(&no, &json!({"out_refund_no": "refused-2", "amount": 500})).await;
     r.expect(201);
     app.assert_ledger_balanced().await;
 }

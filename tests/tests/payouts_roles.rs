@@ -66,8 +66,10 @@ async fn every_role_on_every_endpoint() {
     }
     let mut packets = Vec::new();
     for i in 0..12 {
+        // Owned by the client key, which may then read them (issue 22).
         let body = json!({"kind": "normal", "openid": format!("oRoleUser{i:018}"), "amount": 15_000,
-                          "scene_id": "PRODUCT_1", "wishing": "w", "act_name": "a", "remark": "r"});
+                          "scene_id": "PRODUCT_1", "wishing": "w", "act_name": "a", "remark": "r",
+                          "owner_client_id": app.client_id});
         let r = app.create_redpack(&app.keys.finance, &body, &format!("rp-{i}")).await.expect(201).clone();
         packets.push(r["mch_billno"].as_str().unwrap().to_owned());
     }

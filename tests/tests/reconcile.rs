@@ -72,7 +72,10 @@ async fn a_sandbox_day_is_reconciled_repaired_and_reported() {
     app.pay(&a);
     app.wait_for_order_status(&a, "paid").await;
     set_clock(&app, bj(day, 15, 0, 0));
-    let refund = app.refund(&a, &json!({"amount": 300})).await.body["out_refund_no"].as_str().unwrap().to_owned();
+    let refund = app.refund(&a, &json!({"out_refund_no": "recon-a-1", "amount": 300})).await.body["out_refund_no"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.wait_for_refund_status(&refund, "succeeded").await;
 
     // B: paid at WeChat, never notified: missing_local, repaired by the run.

@@ -9,6 +9,9 @@
 //! - A refund is committed `pending` (amount reserved under the order's row lock) before
 //!   WeChat is called, so a crash in between leaves a record that is retried, never a
 //!   refund we don't know about.
+//! - A refund's reservation is released only when WeChat definitely refused it: a refusal
+//!   of the first call, or of the call after refundquery said REFUNDNOTEXIST. A refusal that
+//!   follows an unclear call leaves the refund `unknown` for refundquery ([`RefundSend`]).
 
 use std::time::Duration;
 
@@ -222,9 +225,35 @@ pub async fn close(state: &AppState, order: &Order) -> Result<Closed, ApiError> 
     Ok(Closed::Unknown { reason: last })
 }
 
-/// Sends a committed refund to WeChat (first time or retry: same number, same amounts) and
+/// Whether WeChat is known not to hold a refund before a call: a refusal is final only then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundSend {
+    /// The first call for a refund just created, or the call right after refundquery
+    /// answered REFUNDNOTEXIST: a definite refusal (NOTENOUGH, …) means nothing was refunded.
+    KnownAbsent,
+    /// An earlier call for this number may have reached WeChat (its answer was lost, or a
+    /// crash left it `pending`): a refusal now proves nothing.
+    MaybeSent,
+}
+
+/// Sends a committed refund to WeChat (same number, same amounts on every attempt) and
 /// records what WeChat said. Returns the refund as stored afterwards.
-pub async fn send_refund(state: &AppState, order: &Order, refund: &Refund) -> Result<Refund, ApiError> {
+///
+/// The reservation is released (`failed`) only for a refusal that answers a call made when
+/// WeChat was known not to hold the refund ([`RefundSend::KnownAbsent`]) with no unclear
+/// attempt before it. A refusal after an unclear attempt leaves the refund `unknown` (amount
+/// still reserved) for refundquery to settle: this call sees it as a re-send.
+///
+/// Guess about WeChat (not documented either way): a re-sent `secapi/pay/refund` with an
+/// out_refund_no WeChat already accepted may still be answered with a business error
+/// (NOTENOUGH when the balance moved meanwhile, FREQUENCY_LIMITED, ERROR…) instead of the
+/// first answer, so such a code cannot prove that the first call did nothing.
+pub async fn send_refund(
+    state: &AppState,
+    order: &Order,
+    refund: &Refund,
+    send: RefundSend,
+) -> Result<Refund, ApiError> {
     let client = state.wxpay(&order.mch_id, &order.appid)?;
     let req = RefundRequest {
         order: OrderRef::OutTradeNo(order.out_trade_no.clone()),
@@ -236,7 +265,12 @@ pub async fn send_refund(state: &AppState, order: &Order, refund: &Refund) -> Re
         refund_account: None,
     };
     let mut outcome = Outcome::unknown("not sent");
+    let mut definite = send == RefundSend::KnownAbsent;
     for attempt in 1..=ATTEMPTS {
+        if attempt > 1 {
+            // The attempt before was unclear: from now on this is a re-send.
+            definite = false;
+        }
         outcome = client.refund(&req).await.map_err(not_sent)?;
         state.observe(wxpay::Endpoint::Refund, &outcome);
         if !outcome.is_unknown() {
@@ -254,9 +288,15 @@ pub async fn send_refund(state: &AppState, order: &Order, refund: &Refund) -> Re
     let open = matches!(current.status, RefundStatus::Pending | RefundStatus::Unknown);
     match outcome {
         Outcome::Success(r) if open => refunds::set_processing(&mut tx, &current, &r.refund_id).await?,
-        Outcome::Failed { code, message } if open => {
+        Outcome::Failed { code, message } if open && definite => {
             tracing::warn!(out_refund_no = %refund.out_refund_no, %code, "refund refused by WeChat");
             refunds::set_failed(&mut tx, &current, &code, &message).await?;
+        }
+        Outcome::Failed { code, message } if open => {
+            tracing::warn!(out_refund_no = %refund.out_refund_no, %code, "refund refused on a re-send: left for refundquery");
+            let reason =
+                format!("re-sent after an unclear answer, WeChat said {code}: {message}; settled by refundquery");
+            refunds::set_unknown(&mut tx, &current, &reason).await?;
         }
         Outcome::Unknown { reason } if current.status == RefundStatus::Pending => {
             tracing::warn!(out_refund_no = %refund.out_refund_no, %reason, "refund outcome unknown");
@@ -273,7 +313,8 @@ pub async fn send_refund(state: &AppState, order: &Order, refund: &Refund) -> Re
 
 /// Follows an open refund with refundquery: applies a final result through `settle`, moves
 /// an accepted one to processing, and re-sends one WeChat never received (REFUNDNOTEXIST
-/// while pending/unknown). Returns the refund as stored afterwards.
+/// while pending/unknown; a definite refusal of that send releases the reservation). Any
+/// other answer leaves it as it is. Returns the refund as stored afterwards.
 pub async fn sync_refund(state: &AppState, order: &Order, refund: &Refund) -> Result<Refund, ApiError> {
     let client = state.wxpay(&order.mch_id, &order.appid)?;
     let req = RefundQueryRequest { by: RefundRef::OutRefundNo(refund.out_refund_no.clone()), offset: None };
@@ -315,7 +356,8 @@ pub async fn sync_refund(state: &AppState, order: &Order, refund: &Refund) -> Re
         Outcome::Failed { code, .. }
             if code == "REFUNDNOTEXIST" && matches!(refund.status, RefundStatus::Pending | RefundStatus::Unknown) =>
         {
-            return send_refund(state, order, refund).await;
+            // WeChat does not hold it (not even from a lost call): this send is a first one.
+            return send_refund(state, order, refund, RefundSend::KnownAbsent).await;
         }
         Outcome::Failed { code, message } => {
             tracing::warn!(out_refund_no = %refund.out_refund_no, %code, %message, "refundquery refused");

@@ -1,5 +1,11 @@
 //! What every handler shares: the pools, the configuration, one WeChat Pay client per
-//! (merchant, app), the `api.weixin.qq.com` client, the metrics and two small caches.
+//! (merchant, app), the `api.weixin.qq.com` client, the metrics and a small cache of users
+//! known to have logged in.
+//!
+//! API keys are not cached: every request reads its key's row (grouped with the requests
+//! arriving at the same time, [`Groups::auth`]), so a key disabled with `minipay keys
+//! disable` fails from the next request on, on every replica. (Until issue 22 a resolved key
+//! was trusted for 10 s per replica.)
 //!
 //! Two pools on the same database: `pool` commits durably (money and every state WeChat
 //! may act on), `pool_async` commits with `synchronous_commit = off` for writes whose loss
@@ -14,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use minipay_store::StoreError;
 use minipay_store::clients::ApiClient;
@@ -30,17 +36,13 @@ use wxpay::weixin::WeixinClient;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
-/// How long a resolved API key is trusted without asking the database again: disabling
-/// a key takes effect within this time.
-pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(10);
-/// Bounds of the caches (cleared when full; they only save queries).
+/// Bound of the known-user cache (cleared when full; it only saves queries).
 const CACHE_LIMIT: usize = 100_000;
 
 pub struct AppState {
     pub pool: PgPool,
     /// `synchronous_commit = off`; see the module docs for what may use it.
     pub pool_async: PgPool,
-    auth_cache: Mutex<HashMap<String, (ApiClient, Instant)>>,
     /// (appid, openid) pairs known to have logged in. Users are never deleted, so a
     /// positive answer never goes stale.
     known_users: Mutex<HashSet<(String, String)>>,
@@ -63,6 +65,10 @@ pub struct Groups {
     /// Order inserts with their Idempotency-Key claims (`pool`, durable); see
     /// `orders::claim_and_insert_group` for what the caller does with each answer.
     pub orders: GroupCommit<(NewOrderOwned, Option<Claim>), GroupInsert>,
+    /// API key look-ups (`pool`; read-only): `Some(answer)`, or None: call
+    /// `clients::authenticate_hash`. Each request's read starts after the request arrived,
+    /// so a key disabled before it is refused.
+    pub auth: GroupCommit<String, Option<Option<ApiClient>>>,
     /// `prepaid` marks (`pool_async`); None: call `orders::mark_prepaid`.
     pub prepaid: GroupCommit<(String, String), Option<bool>>,
     /// Stored idempotent responses, with their orders' prepay marks (`pool_async`); false:
@@ -71,12 +77,21 @@ pub struct Groups {
 }
 
 impl Groups {
-    /// Starts the four dispatchers on the current Tokio runtime; each keeps its connections
+    /// Starts the five dispatchers on the current Tokio runtime; each keeps its connections
     /// (see `Connections`).
     pub fn start(pool: &PgPool, pool_async: &PgPool, limits: Limits) -> Groups {
         let held = || Connections::new(pool_async.clone());
         let (a1, d, a2, a3) = (held(), Connections::new(pool.clone()), held(), held());
+        let keys = Connections::new(pool.clone());
         Groups {
+            auth: GroupCommit::start_with_fallback("api.auth", limits, None, move |hashes: Vec<String>| {
+                let conns = keys.clone();
+                async move {
+                    let found =
+                        conns.run(async |conn| minipay_store::clients::authenticate_group(conn, &hashes).await).await?;
+                    Ok::<_, StoreError>(found.into_iter().map(Some).collect())
+                }
+            }),
             claims: GroupCommit::start_with_fallback("api.claims", limits, false, move |c: Vec<Claim>| {
                 let conns = a1.clone();
                 async move { conns.run(async |conn| idempotency::claim_group(conn, &c).await).await }
@@ -145,7 +160,6 @@ impl AppState {
             groups,
             pool,
             pool_async,
-            auth_cache: Mutex::new(HashMap::new()),
             known_users: Mutex::new(HashSet::new()),
             config,
             clients,
@@ -154,23 +168,14 @@ impl AppState {
         })
     }
 
-    /// The enabled client holding `key` (cached for [`AUTH_CACHE_TTL`]).
+    /// The enabled client holding `key`, read from the database for this request (never
+    /// from a cache: a disabled key fails at once). Concurrent requests share one statement.
     pub async fn authenticate(&self, key: &str) -> Result<Option<ApiClient>, ApiError> {
         let hash = minipay_store::clients::hash_key(key);
-        if let Some((c, at)) = self.auth_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&hash) {
-            if at.elapsed() < AUTH_CACHE_TTL {
-                return Ok(Some(c.clone()));
-            }
+        if let Ok(Some(found)) = self.groups.auth.submit(hash.clone()).await {
+            return Ok(found);
         }
-        let found = minipay_store::clients::authenticate(&self.pool, key).await?;
-        if let Some(c) = &found {
-            let mut cache = self.auth_cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.len() >= CACHE_LIMIT {
-                cache.clear();
-            }
-            cache.insert(hash, (c.clone(), Instant::now()));
-        }
-        Ok(found)
+        Ok(minipay_store::clients::authenticate_hash(&self.pool, &hash).await?)
     }
 
     /// Whether the user has logged in to the app (positives cached).

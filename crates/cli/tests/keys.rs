@@ -48,3 +48,42 @@ async fn migrate_is_idempotent() {
     let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM _sqlx_migrations").fetch_one(&db.pool).await.unwrap();
     assert_eq!(n as usize, minipay_store::MIGRATOR.iter().count());
 }
+
+#[tokio::test]
+async fn keys_disable_stops_the_key_at_once_and_is_audited() {
+    let db = TestDb::new().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let shop = clients::create(&mut conn, "shop", Role::Client, Some("https://shop.test/h")).await.unwrap();
+    let twin_a = clients::create(&mut conn, "twin", Role::Client, None).await.unwrap();
+    let twin_b = clients::create(&mut conn, "twin", Role::Viewer, None).await.unwrap();
+    drop(conn);
+
+    let out = minipay(&db, &["keys", "disable", "--name", "shop"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("disabled id={}", shop.client.id));
+    assert!(clients::authenticate(&db.pool, &shop.key).await.unwrap().is_none(), "the key no longer works");
+    let (action, details): (String, serde_json::Value) =
+        sqlx::query_as("SELECT action, details FROM audit_log WHERE subject_id = $1")
+            .bind(shop.client.id.to_string())
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((action.as_str(), details["name"].as_str()), ("api_client.disabled", Some("shop")));
+    let again = minipay(&db, &["keys", "disable", "--id", &shop.client.id.to_string()]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with("already disabled"));
+
+    // Two enabled clients share a name: refused, naming both ids; --id picks one.
+    let ambiguous = minipay(&db, &["keys", "disable", "--name", "twin"]);
+    assert!(!ambiguous.status.success());
+    let err = String::from_utf8_lossy(&ambiguous.stderr);
+    assert!(err.contains(&twin_a.client.id.to_string()) && err.contains("--id"), "{err}");
+    assert!(clients::authenticate(&db.pool, &twin_a.key).await.unwrap().is_some(), "nothing disabled");
+    let out = minipay(&db, &["keys", "disable", "--id", &twin_b.client.id.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(clients::authenticate(&db.pool, &twin_b.key).await.unwrap().is_none());
+    assert!(clients::authenticate(&db.pool, &twin_a.key).await.unwrap().is_some());
+
+    assert!(!minipay(&db, &["keys", "disable", "--name", "nobody"]).status.success());
+    assert_eq!(minipay(&db, &["keys", "disable"]).status.code(), Some(2), "--name or --id is required");
+}

@@ -244,6 +244,7 @@ async fn a_sender_killed_mid_red_packet_is_resolved_on_restart_with_exactly_one_
         client_ip: Some("127.0.0.1"),
         created_by: finance,
         request_key: None,
+        owner_client_id: None,
     };
     let mut tx = db.pool.begin().await.unwrap();
     let r = redpacks::create(&mut tx, &new, &rules, Utc::now()).await.unwrap();

@@ -123,13 +123,38 @@ fn from_row((id, name, role, webhook_url): ClientRow) -> Result<ApiClient, Store
 
 /// The enabled client holding `key`, if any.
 pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Option<ApiClient>, StoreError> {
+    authenticate_hash(pool, &hash_key(key)).await
+}
+
+/// The enabled client whose key has this [`hash_key`], if any.
+pub async fn authenticate_hash(pool: &PgPool, key_hash: &str) -> Result<Option<ApiClient>, StoreError> {
     let row: Option<ClientRow> = sqlx::query_as(
         "SELECT id, name, role, webhook_url FROM api_clients WHERE key_hash = $1 AND disabled_at IS NULL",
     )
-    .bind(hash_key(key))
+    .bind(key_hash)
     .fetch_optional(pool)
     .await?;
     row.map(from_row).transpose()
+}
+
+/// [`authenticate_hash`] for many requests in one statement (the api's group of
+/// concurrent requests): one answer per hash, in order.
+pub async fn authenticate_group(
+    conn: &mut PgConnection,
+    key_hashes: &[String],
+) -> Result<Vec<Option<ApiClient>>, StoreError> {
+    let rows: Vec<(String, Uuid, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT key_hash, id, name, role, webhook_url FROM api_clients
+          WHERE key_hash = ANY($1) AND disabled_at IS NULL",
+    )
+    .bind(key_hashes)
+    .fetch_all(conn)
+    .await?;
+    let mut found = std::collections::HashMap::with_capacity(rows.len());
+    for (hash, id, name, role, url) in rows {
+        found.insert(hash, from_row((id, name, role, url))?);
+    }
+    Ok(key_hashes.iter().map(|h| found.get(h).cloned()).collect())
 }
 
 /// Sets (or clears) where a client's webhooks go; a new secret is generated when set.
@@ -148,11 +173,49 @@ pub async fn set_webhook(conn: &mut PgConnection, id: Uuid, url: Option<&str>) -
     Ok(secret)
 }
 
-/// Disables a client: its key stops working at once.
-pub async fn disable(conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreError> {
-    let done = sqlx::query("UPDATE api_clients SET disabled_at = now() WHERE id = $1 AND disabled_at IS NULL")
-        .bind(id)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
+/// A client by id, with whether it is disabled (`None`: no such client).
+pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<(ApiClient, bool)>, StoreError> {
+    let row: Option<(Uuid, String, String, Option<String>, bool)> =
+        sqlx::query_as("SELECT id, name, role, webhook_url, disabled_at IS NOT NULL FROM api_clients WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    row.map(|(id, name, role, url, disabled)| Ok((from_row((id, name, role, url))?, disabled))).transpose()
+}
+
+/// Every client named `name` (names are not unique), with whether each is disabled.
+pub async fn find_by_name(conn: &mut PgConnection, name: &str) -> Result<Vec<(ApiClient, bool)>, StoreError> {
+    let rows: Vec<(Uuid, String, String, Option<String>, bool)> = sqlx::query_as(
+        "SELECT id, name, role, webhook_url, disabled_at IS NOT NULL FROM api_clients WHERE name = $1 ORDER BY created_at",
+    )
+    .bind(name)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(|(id, name, role, url, disabled)| Ok((from_row((id, name, role, url))?, disabled))).collect()
+}
+
+/// Disables a client: its key fails authentication from the next request on (the api
+/// checks the database on every request), and its webhooks are held back by the worker
+/// (left pending with the reason, never sent). Written with an audit line by `actor` in
+/// the caller's transaction. `false` when it was already disabled.
+pub async fn disable(conn: &mut PgConnection, id: Uuid, actor: &str) -> Result<bool, StoreError> {
+    let done: Option<(String, String)> = sqlx::query_as(
+        "UPDATE api_clients SET disabled_at = now() WHERE id = $1 AND disabled_at IS NULL RETURNING name, role",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((name, role)) = done else {
+        return Ok(false);
+    };
+    crate::audit::record(
+        conn,
+        actor,
+        "api_client.disabled",
+        "api_client",
+        &id.to_string(),
+        serde_json::json!({ "name": name, "role": role }),
+    )
+    .await?;
+    Ok(true)
 }

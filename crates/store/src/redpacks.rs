@@ -154,6 +154,9 @@ pub struct Redpack {
     pub status: RedpackStatus,
     pub limit_day: NaiveDate,
     pub created_by: Uuid,
+    /// The client backend whose mini-program opens the packet: the only `client` key that
+    /// may read it (staff read all). `None`: staff only.
+    pub owner_client_id: Option<Uuid>,
     pub approved_by: Option<Uuid>,
     pub approved_at: Option<DateTime<Utc>>,
     pub rejected_by: Option<Uuid>,
@@ -216,6 +219,7 @@ impl Redpack {
             status: RedpackStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
             limit_day: r.try_get("limit_day")?,
             created_by: r.try_get("created_by")?,
+            owner_client_id: r.try_get("owner_client_id")?,
             approved_by: r.try_get("approved_by")?,
             approved_at: r.try_get("approved_at")?,
             rejected_by: r.try_get("rejected_by")?,
@@ -254,6 +258,7 @@ impl Redpack {
             && self.remark == new.remark
             && self.scene_id.as_deref() == new.scene_id
             && self.client_ip.as_deref() == client_ip
+            && self.owner_client_id == new.owner_client_id
     }
 
     pub fn holding(&self) -> Holding<'_> {
@@ -292,6 +297,9 @@ pub struct NewRedpack<'a> {
     pub created_by: Uuid,
     /// The request's `Idempotency-Key`: the packet it creates is the key's forever.
     pub request_key: Option<&'a str>,
+    /// The client backend that may read the packet (see [`Redpack::owner_client_id`]);
+    /// checked by the caller to be an enabled `client` key.
+    pub owner_client_id: Option<Uuid>,
 }
 
 fn text_rule(field: &'static str, v: &str, max: usize) -> Result<(), RuleViolation> {
@@ -407,9 +415,9 @@ pub async fn create(
     let row = sqlx::query(
         "INSERT INTO redpacks (mch_billno, mch_id, appid, kind, re_openid, total_amount, total_num, send_name, wishing,
                                act_name, remark, scene_id, client_ip, status, limit_day, created_by, next_attempt_at,
-                               request_key)
+                               request_key, owner_client_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                 CASE WHEN $14 = 'approved' THEN $17::timestamptz END, $18)
+                 CASE WHEN $14 = 'approved' THEN $17::timestamptz END, $18, $19)
          RETURNING *",
     )
     .bind(&billno)
@@ -430,6 +438,7 @@ pub async fn create(
     .bind(new.created_by)
     .bind(now)
     .bind(new.request_key)
+    .bind(new.owner_client_id)
     .fetch_one(&mut *conn)
     .await?;
     let r = Redpack::from_row(&row)?;
@@ -440,7 +449,7 @@ pub async fn create(
         "redpack",
         &r.mch_billno,
         json!({ "kind": r.kind, "total_amount": r.total_amount, "total_num": r.total_num,
-                "re_openid": mask(&r.re_openid), "status": r.status }),
+                "re_openid": mask(&r.re_openid), "status": r.status, "owner_client_id": r.owner_client_id }),
     )
     .await?;
     Ok(r)
@@ -829,6 +838,7 @@ mod tests {
             client_ip: Some("127.0.0.1"),
             created_by: Uuid::nil(),
             request_key: None,
+            owner_client_id: None,
         };
         assert!(validate(&base, &rules()).is_ok());
         let big = NewRedpack { total_amount: Fen::new(20_001), ..base.clone() };

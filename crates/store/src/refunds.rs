@@ -190,6 +190,9 @@ pub async fn set_unknown(conn: &mut PgConnection, r: &Refund, reason: &str) -> R
 }
 
 /// WeChat refused the refund for good: nothing was refunded, the reservation is released.
+/// Callers only get here for a refusal of a call made while WeChat held nothing for this
+/// number (the first call, or the one after refundquery's REFUNDNOTEXIST); a refusal after
+/// an unclear call is [`set_unknown`], settled later by refundquery.
 pub async fn set_failed(conn: &mut PgConnection, r: &Refund, code: &str, message: &str) -> Result<(), StoreError> {
     check_transition(r.status, RefundStatus::Failed)?;
     let done = sqlx::query(

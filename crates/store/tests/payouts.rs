@@ -407,6 +407,7 @@ async fn red_packet_follows_gethbinfo_to_refund_with_the_ledger() {
         client_ip: None,
         created_by: finance,
         request_key: None,
+        owner_client_id: None,
     };
     let mut tx = db.pool.begin().await.unwrap();
     let r = redpacks::create(&mut tx, &new, &rules(), now).await.unwrap();

@@ -5,6 +5,10 @@
 //! - PROCESSING moves a pending/unknown refund to `processing`;
 //! - REFUNDNOTEXIST for a pending/unknown refund: WeChat never received it, so it is sent
 //!   again with the same out_refund_no and amounts (an answer-less Unknown stays unknown).
+//!   Only this send may end in `failed` (releasing the reserved amount) on a refusal: the
+//!   query has just shown that no earlier, unclear call reached WeChat. A refusal answered to
+//!   any other re-send leaves the refund `unknown` (see the api's `payments::send_refund`),
+//!   so it comes back here and is asked about again.
 //!
 //! A refund is claimed by bumping `updated_at` (a lease of [`LEASE_SECS`]), so several
 //! workers never ask about the same refund at once, and no row lock is held during calls.
@@ -142,7 +146,10 @@ impl RefundFollowup {
         Ok(refunds::find(&self.pool, no).await?.ok_or(FollowupError::Missing(no.into(), "vanished"))?.status)
     }
 
-    /// Sends the refund again: same number, same amounts (WeChat never received it).
+    /// Sends the refund again: same number, same amounts (WeChat never received it, as
+    /// refundquery's REFUNDNOTEXIST just said). One call, no retry: a refusal here answers a
+    /// call made while WeChat held nothing, so it is final; an unclear answer stays unknown
+    /// and the next pass queries again.
     async fn resend(
         &self,
         client: &wxpay::Client,

@@ -8,6 +8,12 @@
 //! (`initial × 2^(attempts-1)`, capped), and after `max_attempts` the event is `dead`.
 //! Delivery is at-least-once: receivers deduplicate by the event id.
 //!
+//! A disabled client (`minipay keys disable`) gets nothing: its events stay `pending`, are
+//! not sent and are looked at again hourly, with `last_error` saying why (so they are kept,
+//! visible in `GET /v1/webhooks`, and would flow again if the client were re-enabled).
+//! The client's row is share-locked while an event is being delivered, so a disable waits
+//! for a delivery already on the wire (at most the webhook timeout) and none starts after it.
+//!
 //! Each request carries `Minipay-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">` keyed
 //! with the client's webhook secret, plus `Minipay-Event` (type) and `Minipay-Event-Id`.
 //! The body is `{"id", "type", "created_at", "data"}`.
@@ -45,6 +51,11 @@ pub enum Delivery {
     NoEndpoint {
         event_id: Uuid,
     },
+    /// The client is disabled: the event is not sent; it waits (an hour) in case the client
+    /// is enabled again.
+    ClientDisabled {
+        event_id: Uuid,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +90,11 @@ struct Due {
     created_at: DateTime<Utc>,
     webhook_url: Option<String>,
     webhook_secret: Option<String>,
+    client_disabled: bool,
 }
+
+/// Why a disabled client's event was not sent (kept in `last_error`).
+pub const CLIENT_DISABLED: &str = "not delivered: the client is disabled";
 
 #[derive(Clone)]
 pub struct WebhookSender {
@@ -102,15 +117,28 @@ impl WebhookSender {
     pub async fn try_execute(&self) -> Result<Option<Delivery>, WebhookError> {
         let mut tx = self.pool.begin().await?;
         let due: Option<Due> = sqlx::query_as(
-            "SELECT o.id, o.event_id, o.event_type, o.payload, o.attempts, o.created_at, c.webhook_url, c.webhook_secret
+            "SELECT o.id, o.event_id, o.event_type, o.payload, o.attempts, o.created_at, c.webhook_url, c.webhook_secret,
+                    c.disabled_at IS NOT NULL AS client_disabled
                FROM webhook_outbox o JOIN api_clients c ON c.id = o.client_id
               WHERE o.status = 'pending' AND o.next_attempt_at <= now()
               ORDER BY o.next_attempt_at LIMIT 1
-              FOR UPDATE OF o SKIP LOCKED",
+              FOR UPDATE OF o SKIP LOCKED FOR SHARE OF c SKIP LOCKED",
         )
         .fetch_optional(&mut *tx)
         .await?;
         let Some(due) = due else { return Ok(None) };
+        if due.client_disabled {
+            sqlx::query(
+                "UPDATE webhook_outbox SET next_attempt_at = now() + interval '1 hour', last_error = $2 WHERE id = $1",
+            )
+            .bind(due.id)
+            .bind(CLIENT_DISABLED)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            tracing::info!(event_id = %due.event_id, "webhook held back: the client is disabled");
+            return Ok(Some(Delivery::ClientDisabled { event_id: due.event_id }));
+        }
         let (Some(url), Some(secret)) = (due.webhook_url.clone(), due.webhook_secret.clone()) else {
             sqlx::query(
                 "UPDATE webhook_outbox SET next_attempt_at = now() + interval '1 hour', last_error = $2 WHERE id = $1",

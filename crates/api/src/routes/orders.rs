@@ -395,3 +395,22 @@ pub async fn close_order(
         Closed::Unknown { .. } => Err(ApiError::upstream_unavailable("WeChat did not answer; retry the close")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refund or order number derived from an Idempotency-Key is the same on every retry
+    /// (issue 22: a retry must reach the same refund, never a second one).
+    #[test]
+    fn numbers_from_an_idempotency_key_are_deterministic() {
+        let caller = Caller { id: uuid::Uuid::new_v4(), name: "shop".into(), role: Role::Client };
+        let key = IdempotencyKey("retry-me".into());
+        let first = generate_number(&caller, Some(&key), "refund:T1");
+        assert_eq!(first, generate_number(&caller, Some(&key), "refund:T1"));
+        assert!(minipay_store::domain::OutRefundNo::parse(first.clone()).is_ok());
+        assert_ne!(first, generate_number(&caller, Some(&key), "refund:T2"), "per order");
+        let other = Caller { id: uuid::Uuid::new_v4(), ..caller.clone() };
+        assert_ne!(first, generate_number(&other, Some(&key), "refund:T1"), "per client");
+    }
+}

@@ -8,7 +8,11 @@
 //! - `GET /v1/redpacks/{mch_billno}` (finance, approver, viewer, and client — the
 //!   mini-program backend needs it): the packet, its state as gethbinfo last said, and for
 //!   a sent mini-program packet the `wx.sendBizRedPacket` parameters, signed here so the
-//!   API key never leaves the server.
+//!   API key never leaves the server. A `client` key reads only the packets it owns:
+//!   `owner_client_id`, given by finance at creation, names the client backend whose
+//!   mini-program opens the packet (fixed for the packet's life). Any other packet — another
+//!   client's, or one without an owner — is 404 to a client, exactly like a number that does
+//!   not exist, so sequential numbers reveal nothing.
 //! - `GET /v1/redpacks?status=&kind=&date=&openid=` (finance, approver, viewer).
 //!
 //! The worker sends packets and follows them (sent → received, or refunded after 24 h).
@@ -88,6 +92,10 @@ pub struct CreateRedpack {
     pub remark: String,
     /// `PRODUCT_1`…`PRODUCT_8`: needed above 200 yuan per packet.
     pub scene_id: Option<String>,
+    /// The id of the `client` key (mini-program backend) that opens the packet in its
+    /// mini-program: the only client key that may read it (422 `invalid_owner` unless an
+    /// enabled client key). Absent: only staff keys read it.
+    pub owner_client_id: Option<Uuid>,
 }
 
 /// `wx.sendBizRedPacket` parameters (camelCase, as the mini-program passes them).
@@ -134,6 +142,8 @@ pub struct RedpackView {
     /// gethbinfo's last word (SENT, RECEIVED, RFUND_ING, REFUND, …).
     pub wechat_status: Option<String>,
     pub created_by: Uuid,
+    /// The client key that may read this packet (see `CreateRedpack`).
+    pub owner_client_id: Option<Uuid>,
     pub approved_by: Option<Uuid>,
     pub rejected_by: Option<Uuid>,
     pub reject_reason: Option<String>,
@@ -177,6 +187,7 @@ impl RedpackView {
             status: r.status.as_str().into(),
             wechat_status: r.wechat_status.clone(),
             created_by: r.created_by,
+            owner_client_id: r.owner_client_id,
             approved_by: r.approved_by,
             rejected_by: r.rejected_by,
             reject_reason: r.reject_reason.clone(),
@@ -233,8 +244,12 @@ pub async fn create_redpack(
         client_ip: Some(&cfg.redpack_client_ip),
         created_by: caller.id,
         request_key: Some(&key),
+        owner_client_id: body.owner_client_id,
     };
     let mut tx = state.pool.begin().await?;
+    if let Some(owner) = body.owner_client_id {
+        check_owner(&mut tx, owner).await?;
+    }
     let r = redpacks::create(&mut tx, &new, &redpack_rules(cfg), Utc::now()).await.map_err(payout_error)?;
     tx.commit().await?;
     tracing::info!(mch_billno = %r.mch_billno, kind = r.kind.as_str(), amount = %r.total_amount, "red packet requested");
@@ -287,11 +302,24 @@ pub async fn get_redpack(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Finance, Role::Approver, Role::Viewer, Role::Client])?;
+    let not_found = || ApiError::not_found("redpack_not_found", "no red packet with this mch_billno");
     let mut conn = state.pool.acquire().await?;
-    let r = redpacks::get(&mut conn, &path)
-        .await?
-        .ok_or_else(|| ApiError::not_found("redpack_not_found", "no red packet with this mch_billno"))?;
+    let r = redpacks::get(&mut conn, &path).await?.ok_or_else(not_found)?;
+    // Not 403: a client must not learn that someone else's packet exists.
+    if caller.role == Role::Client && r.owner_client_id != Some(caller.id) {
+        return Err(not_found());
+    }
     Ok(HttpResponse::Ok().json(RedpackView::new(&r, &state)))
+}
+
+/// A packet's owner must be an enabled `client` key (422 `invalid_owner` otherwise).
+async fn check_owner(conn: &mut sqlx::PgConnection, owner: Uuid) -> Result<(), ApiError> {
+    match minipay_store::clients::get(conn, owner).await? {
+        Some((c, false)) if c.role == Role::Client => Ok(()),
+        Some((_, true)) => Err(ApiError::invalid("invalid_owner", "owner_client_id names a disabled client")),
+        Some(_) => Err(ApiError::invalid("invalid_owner", "owner_client_id must name a key with the role client")),
+        None => Err(ApiError::invalid("invalid_owner", "owner_client_id names no client")),
+    }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -306,7 +334,7 @@ pub struct ListQuery {
     pub limit: Option<i64>,
 }
 
-/// Red packets, newest first, filtered.
+/// Red packets, newest first, filtered (staff only: a client reads its own packets one by one).
 #[utoipa::path(get, path = "/v1/redpacks", tag = "payouts", params(ListQuery),
     responses((status = 200, body = RedpackList), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn list_redpacks(

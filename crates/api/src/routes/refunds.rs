@@ -14,7 +14,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::idempotency::IdempotencyKey;
-use crate::payments;
+use crate::payments::{self, RefundSend};
 use crate::routes::orders::{MAX_AMOUNT, check_visible, generate_number, parse_amount};
 use crate::state::AppState;
 
@@ -34,7 +34,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRefund {
-    /// 1–64 of `[0-9A-Za-z_-|*@]`; generated when absent (from the Idempotency-Key if sent).
+    /// 1–64 of `[0-9A-Za-z_-|*@]`. Optional only with an `Idempotency-Key` header: then it
+    /// is derived from the key (the same key always gives the same number). Without either,
+    /// 422 `refund_number_required`: a retry must never become a second refund.
     pub out_refund_no: Option<String>,
     /// Integer fen, > 0, at most what is left to refund.
     #[schema(value_type = i64)]
@@ -75,11 +77,15 @@ impl RefundView {
     }
 }
 
-/// Refunds part or all of a paid order. The refund is recorded (and its amount reserved)
-/// before WeChat is asked; 201 with `processing` when WeChat accepted it, 202 with `unknown`
-/// when WeChat did not answer (it is followed up with the same out_refund_no).
+/// Refunds part or all of a paid order. Every refund needs a number fixed by the caller:
+/// `out_refund_no` in the body or an `Idempotency-Key` header (the number is then derived
+/// from the key); without either, 422 `refund_number_required`. The refund is recorded (and
+/// its amount reserved) before WeChat is asked; 201 with `processing` when WeChat accepted
+/// it, 202 with `unknown` when WeChat did not answer clearly (the amount stays reserved and
+/// refundquery settles it). Sending the same number again returns that refund (200).
 #[utoipa::path(post, path = "/v1/orders/{out_trade_no}/refunds", tag = "payments", request_body = CreateRefund,
-    params(("out_trade_no" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "replay protection")),
+    params(("out_trade_no" = String, Path),
+           ("Idempotency-Key" = Option<String>, Header, description = "replay protection; required when the body has no out_refund_no")),
     responses((status = 201, body = RefundView), (status = 202, body = RefundView),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody)))]
@@ -100,8 +106,14 @@ pub async fn create_refund(
             OutRefundNo::parse(n.clone()).map_err(|e| ApiError::invalid("invalid_out_refund_no", e.to_string()))?
         }
         None => {
-            let key = req.extensions().get::<IdempotencyKey>().cloned();
-            OutRefundNo::parse(generate_number(&caller, key.as_ref(), &format!("refund:{path}")))
+            // A random number here would make a client's retry a second refund.
+            let Some(key) = req.extensions().get::<IdempotencyKey>().cloned() else {
+                return Err(ApiError::invalid(
+                    "refund_number_required",
+                    "send out_refund_no in the body or an Idempotency-Key header, so that a retry cannot refund twice",
+                ));
+            };
+            OutRefundNo::parse(generate_number(&caller, Some(&key), &format!("refund:{path}")))
                 .map_err(|e| ApiError::internal(&e))?
         }
     };
@@ -143,10 +155,13 @@ pub async fn create_refund(
     };
     tx.commit().await?;
 
-    let refund = if matches!(refund.status, RefundStatus::Pending | RefundStatus::Unknown) {
-        payments::send_refund(&state, &order, &refund).await?
-    } else {
-        refund
+    let refund = match refund.status {
+        RefundStatus::Pending if fresh => {
+            payments::send_refund(&state, &order, &refund, RefundSend::KnownAbsent).await?
+        }
+        // A retry of a refund whose first call may have reached WeChat: ask before sending.
+        RefundStatus::Pending | RefundStatus::Unknown => payments::sync_refund(&state, &order, &refund).await?,
+        _ => refund,
     };
     match refund.status {
         RefundStatus::Failed if fresh => Err(ApiError::conflict(
