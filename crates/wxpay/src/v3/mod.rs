@@ -1,0 +1,18 @@
+//! # WeChat Pay APIv3
+//!
+//! The JSON API under `/v3/…`: RSA-signed requests, answers and notifications signed by
+//! WeChat (platform certificate or WeChat Pay public key), AES-256-GCM encrypted
+//! notification resources, OAEP-encrypted sensitive fields. Nothing here touches v2's XML
+//! or API key; the two share only [`crate::Fen`], [`crate::Outcome`] and the bill parser.
+//!
+//! - [`sign`]: the five-line request string, SHA256withRSA, the `Authorization` header
+//!   ([`MerchantSigner`]).
+//! - [`keygen`]: RSA keys and certificates for the sandbox, tests and benchmarks.
+
+pub mod keygen;
+pub mod sign;
+
+#[cfg(test)]
+mod testkeys;
+
+pub use sign::{Authorization, MerchantSigner, Method};
