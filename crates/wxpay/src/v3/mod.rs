@@ -7,12 +7,16 @@
 //!
 //! - [`sign`]: the five-line request string, SHA256withRSA, the `Authorization` header
 //!   ([`MerchantSigner`]).
+//! - [`verify`]: the [`Verifier`] of answers and notifications (platform certificates and/or
+//!   the public key, keyed by `Wechatpay-Serial`), one error kind per rule.
 //! - [`keygen`]: RSA keys and certificates for the sandbox, tests and benchmarks.
 
 pub mod keygen;
 pub mod sign;
+pub mod verify;
 
 #[cfg(test)]
 mod testkeys;
 
 pub use sign::{Authorization, MerchantSigner, Method};
+pub use verify::{KeySet, Mode, SignedHeaders, Verifier, VerifyError};
