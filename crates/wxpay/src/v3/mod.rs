@@ -9,8 +9,11 @@
 //!   ([`MerchantSigner`]).
 //! - [`verify`]: the [`Verifier`] of answers and notifications (platform certificates and/or
 //!   the public key, keyed by `Wechatpay-Serial`), one error kind per rule.
+//! - [`crypto`]: AEAD_AES_256_GCM `resource` decryption/encryption with the APIv3 key,
+//!   RSA-OAEP (SHA-1) for sensitive fields.
 //! - [`keygen`]: RSA keys and certificates for the sandbox, tests and benchmarks.
 
+pub mod crypto;
 pub mod keygen;
 pub mod sign;
 pub mod verify;
@@ -18,5 +21,7 @@ pub mod verify;
 #[cfg(test)]
 mod testkeys;
 
+pub use crate::secret::ApiV3Key;
+pub use crypto::{CryptoError, EncryptedField, EncryptedResource};
 pub use sign::{Authorization, MerchantSigner, Method};
 pub use verify::{KeySet, Mode, SignedHeaders, Verifier, VerifyError};
