@@ -11,10 +11,13 @@
 //!   the public key, keyed by `Wechatpay-Serial`), one error kind per rule.
 //! - [`crypto`]: AEAD_AES_256_GCM `resource` decryption/encryption with the APIv3 key,
 //!   RSA-OAEP (SHA-1) for sensitive fields.
+//! - [`outcome`]: every v3 [`Endpoint`] and the one table from (HTTP status, error code,
+//!   verification) to [`crate::Outcome`].
 //! - [`keygen`]: RSA keys and certificates for the sandbox, tests and benchmarks.
 
 pub mod crypto;
 pub mod keygen;
+pub mod outcome;
 pub mod sign;
 pub mod verify;
 
@@ -23,5 +26,6 @@ mod testkeys;
 
 pub use crate::secret::ApiV3Key;
 pub use crypto::{CryptoError, EncryptedField, EncryptedResource};
+pub use outcome::{Endpoint, Received, classify};
 pub use sign::{Authorization, MerchantSigner, Method};
 pub use verify::{KeySet, Mode, SignedHeaders, Verifier, VerifyError};
