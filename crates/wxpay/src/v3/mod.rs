@@ -13,10 +13,14 @@
 //!   RSA-OAEP (SHA-1) for sensitive fields.
 //! - [`outcome`]: every v3 [`Endpoint`] and the one table from (HTTP status, error code,
 //!   verification) to [`crate::Outcome`].
+//! - [`api`]: typed calls (JSAPI prepay, queries, close, refunds, bills, transfer-bills),
+//!   each a [`api::Call`]; [`notify`]: typed notifications, verified before parsed.
 //! - [`keygen`]: RSA keys and certificates for the sandbox, tests and benchmarks.
 
+pub mod api;
 pub mod crypto;
 pub mod keygen;
+pub mod notify;
 pub mod outcome;
 pub mod sign;
 pub mod verify;
@@ -25,7 +29,9 @@ pub mod verify;
 mod testkeys;
 
 pub use crate::secret::ApiV3Key;
+pub use api::{Call, MerchantIds, WireRequest};
 pub use crypto::{CryptoError, EncryptedField, EncryptedResource};
+pub use notify::{Event, Notification, NotifyError, parse_notification};
 pub use outcome::{Endpoint, Received, classify};
 pub use sign::{Authorization, MerchantSigner, Method};
 pub use verify::{KeySet, Mode, SignedHeaders, Verifier, VerifyError};
