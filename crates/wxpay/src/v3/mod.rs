@@ -15,10 +15,12 @@
 //!   verification) to [`crate::Outcome`].
 //! - [`api`]: typed calls (JSAPI prepay, queries, close, refunds, bills, transfer-bills),
 //!   each a [`api::Call`]; [`notify`]: typed notifications, verified before parsed.
+//! - [`jsapi`]: `wx.requestPayment` (signType RSA) and `wx.requestMerchantTransfer` parameters.
 //! - [`keygen`]: RSA keys and certificates for the sandbox, tests and benchmarks.
 
 pub mod api;
 pub mod crypto;
+pub mod jsapi;
 pub mod keygen;
 pub mod notify;
 pub mod outcome;
