@@ -16,9 +16,12 @@
 //! - [`api`]: typed calls (JSAPI prepay, queries, close, refunds, bills, transfer-bills),
 //!   each a [`api::Call`]; [`notify`]: typed notifications, verified before parsed.
 //! - [`jsapi`]: `wx.requestPayment` (signType RSA) and `wx.requestMerchantTransfer` parameters.
+//! - [`client`]: the HTTP client — signs, verifies (raw body first), refreshes platform
+//!   certificates once on an unknown serial in certificate mode, classifies, parses.
 //! - [`keygen`]: RSA keys and certificates for the sandbox, tests and benchmarks.
 
 pub mod api;
+pub mod client;
 pub mod crypto;
 pub mod jsapi;
 pub mod keygen;
@@ -32,6 +35,7 @@ mod testkeys;
 
 pub use crate::secret::ApiV3Key;
 pub use api::{Call, MerchantIds, WireRequest};
+pub use client::{Client, ClientConfig};
 pub use crypto::{CryptoError, EncryptedField, EncryptedResource};
 pub use notify::{Event, Notification, NotifyError, parse_notification};
 pub use outcome::{Endpoint, Received, classify};

@@ -212,6 +212,11 @@ impl KeySet {
         Ok(())
     }
 
+    /// Adds an already-built key under its serial (replacing one with the same serial).
+    pub fn insert(&mut self, key: VerifyKey) {
+        self.keys.insert(normalize_serial(&key.serial), key);
+    }
+
     pub fn get(&self, serial: &str) -> Option<&VerifyKey> {
         self.keys.get(&normalize_serial(serial))
     }
