@@ -254,6 +254,25 @@ async fn certificate_refresh_that_does_not_help_is_unknown_and_tried_once() {
 }
 
 #[tokio::test]
+async fn refresh_ahead_of_expiry() {
+    let fake = spawn(|c: &Captured| {
+        assert_eq!(c.target, "/v3/certificates");
+        let body = certificates_answer(&[keys().new_cert.clone()], &api_key(), |_| "b9a4c7e2d1f0".into()).unwrap();
+        signed(&by_new_cert(), 200, &body)
+    })
+    .await;
+    // The old certificate expires in a day.
+    let client = Client::new(config(&fake.base_url), certificate_verifier()).unwrap();
+    assert_eq!(client.refresh_certificates_if_expiring(Duration::from_secs(3600)).await, Ok(None));
+    assert!(fake.requests().is_empty());
+    assert_eq!(client.refresh_certificates_if_expiring(Duration::from_secs(30 * 86_400)).await, Ok(Some(1)));
+    assert!(client.verifier().keys().get(NEW_SERIAL).is_some());
+    let pk = Client::new(config(&fake.base_url), public_key_verifier()).unwrap();
+    assert_eq!(pk.refresh_certificates_if_expiring(Duration::from_secs(30 * 86_400)).await, Ok(None));
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test]
 async fn public_key_mode_never_fetches_certificates() {
     let fake = spawn(|c: &Captured| {
         if c.target == "/v3/certificates" {

@@ -231,6 +231,43 @@ impl Authorization {
     }
 }
 
+/// Why a merchant request's signature was refused (WeChat answers each with
+/// 401 `SIGN_ERROR`): what the sandbox checks and `minipay verify` explains.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestCheckError {
+    #[error("Authorization header: {0}")]
+    Header(#[from] AuthorizationError),
+    #[error("timestamp {timestamp} is {skew} s away from now (window {window} s)")]
+    Stale { timestamp: i64, skew: i64, window: i64 },
+    #[error("signature does not verify with the merchant certificate {serial_no} over the string to sign")]
+    BadSignature { serial_no: String },
+}
+
+/// WeChat's side of request signing: parses the `Authorization` header, checks the
+/// timestamp window (WeChat refuses more than 5 minutes either way) and the signature over
+/// the five-line string built from what was actually received. The caller picks
+/// `merchant_public` by the header's `mchid` and `serial_no`.
+pub fn verify_request(
+    authorization: &str,
+    method: Method,
+    path_and_query: &str,
+    body: &str,
+    merchant_public: &PKey<Public>,
+    now: i64,
+    window: i64,
+) -> Result<Authorization, RequestCheckError> {
+    let auth = Authorization::parse(authorization)?;
+    let skew = auth.timestamp.saturating_sub(now);
+    if skew.saturating_abs() > window {
+        return Err(RequestCheckError::Stale { timestamp: auth.timestamp, skew, window });
+    }
+    let message = request_message(method, path_and_query, auth.timestamp, &auth.nonce_str, body);
+    if !rsa_sha256_verify(merchant_public, message.as_bytes(), &auth.signature) {
+        return Err(RequestCheckError::BadSignature { serial_no: auth.serial_no });
+    }
+    Ok(auth)
+}
+
 pub(crate) fn first_reason(e: &openssl::error::ErrorStack) -> String {
     e.errors().first().and_then(|e| e.reason().map(str::to_owned)).unwrap_or_else(|| "OpenSSL error".into())
 }
@@ -238,7 +275,7 @@ pub(crate) fn first_reason(e: &openssl::error::ErrorStack) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v3::testkeys;
+    use crate::v3::testkeys::{self, MERCHANT_SERIAL};
 
     #[test]
     fn five_lines_each_ending_in_newline() {
@@ -269,6 +306,35 @@ mod tests {
             Err(AuthorizationError::Missing("nonce_str"))
         );
         assert_eq!(Authorization::parse("Bearer x"), Err(AuthorizationError::Scheme));
+    }
+
+    #[test]
+    fn wechat_side_request_check() {
+        let s = testkeys::merchant();
+        let public = testkeys::merchant_public();
+        let body = r#"{"mchid":"1900000001"}"#;
+        let path = "/v3/pay/transactions/out-trade-no/MP1/close";
+        let now = 1_764_660_000;
+        let header = s.authorization_at(Method::Post, path, body, now, "N1").to_string();
+        let ok = verify_request(&header, Method::Post, path, body, &public, now + 300, 300).unwrap();
+        assert_eq!(ok.nonce_str, "N1");
+        for skew in [-301, 301] {
+            assert!(matches!(
+                verify_request(&header, Method::Post, path, body, &public, now - skew, 300),
+                Err(RequestCheckError::Stale { .. })
+            ));
+        }
+        let bad = |m: Method, p: &str, b: &str| verify_request(&header, m, p, b, &public, now, 300);
+        let refused = RequestCheckError::BadSignature { serial_no: MERCHANT_SERIAL.into() };
+        assert_eq!(bad(Method::Get, path, body), Err(refused.clone()));
+        assert_eq!(bad(Method::Post, "/v3/pay/transactions/out-trade-no/MP2/close", body), Err(refused.clone()));
+        assert_eq!(bad(Method::Post, path, r#"{"mchid":"1900000002"}"#), Err(refused));
+        let other = testkeys::public_of(&testkeys::platform_private());
+        assert!(verify_request(&header, Method::Post, path, body, &other, now, 300).is_err());
+        assert!(matches!(
+            verify_request("WECHATPAY2-SHA256-RSA2048 mchid=\"1\"", Method::Post, path, body, &public, now, 300),
+            Err(RequestCheckError::Header(_))
+        ));
     }
 
     #[test]
