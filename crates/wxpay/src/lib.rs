@@ -1,6 +1,14 @@
-//! # wxpay — WeChat Pay merchant API v2, the protocol only
+//! # wxpay — WeChat Pay merchant APIs v2 and v3, the protocol only
 //!
-//! Everything minipay needs to speak WeChat Pay v2 and nothing about our database or servers:
+//! Everything minipay needs to speak WeChat Pay and nothing about our database or servers.
+//!
+//! ## Layout
+//! APIv2 (XML, MD5/HMAC signatures, the API key) lives at the crate root, as it always has;
+//! APIv3 (JSON, RSA signatures, the APIv3 key, 商家转账) lives under [`v3`]. The two families
+//! share [`Fen`], [`Outcome`] (the same three-way discipline), [`secret`] and [`bill`] (the
+//! bill file format is the same in both). Red packets exist only in v2.
+//!
+//! ### APIv2, at the root
 //!
 //! - [`xml`]: WeChat's flat `<xml>` documents (CDATA on the way out, an ordered map on the way
 //!   in), with DOCTYPE/entity, non-UTF-8 and size limits enforced before anything else.
@@ -14,6 +22,12 @@
 //! - [`jsapi`]: `wx.requestPayment` / `wx.sendBizRedPacket` parameters; [`refund_notify`]:
 //!   `req_info` decryption; [`weixin`]: the `api.weixin.qq.com` client and token cache.
 //!
+//! ### APIv3, under [`v3`]
+//!
+//! Request signing, the answer/notification [`v3::verify::Verifier`], AES-GCM and OAEP, typed
+//! calls and notifications, the v3 outcome table, mini-program parameters and the v3 client;
+//! see the module's own overview.
+//!
 //! Every crate above this one (sandbox, api, notify, worker, cli) uses these modules rather
 //! than re-implementing a piece of the wire format.
 
@@ -26,12 +40,13 @@ pub mod outcome;
 pub mod refund_notify;
 pub mod secret;
 pub mod sign;
+pub mod v3;
 pub mod weixin;
 pub mod xml;
 
 pub use client::{CallError, Client, ClientConfig, ClientIdentity};
 pub use money::Fen;
 pub use outcome::{Endpoint, Outcome};
-pub use secret::ApiKey;
+pub use secret::{ApiKey, ApiV3Key};
 pub use sign::SignType;
 pub use xml::Params;

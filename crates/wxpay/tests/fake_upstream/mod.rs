@@ -46,6 +46,12 @@ pub enum Reply {
         content_type: &'static str,
         body: Vec<u8>,
     },
+    /// An answer with extra header lines (e.g. WeChat's `Wechatpay-*` signature headers).
+    WithHeaders {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
     /// Wait, then do the inner reply.
     Delay(Duration, Box<Reply>),
     /// Close the connection without answering.
@@ -101,6 +107,20 @@ pub async fn spawn(handler: impl Fn(&Captured) -> Reply + Send + Sync + 'static)
                             reply = *inner;
                         }
                         Reply::Drop => return,
+                        Reply::WithHeaders { status, headers, body } => {
+                            let mut head = format!(
+                                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+                                body.len()
+                            );
+                            for (k, v) in headers {
+                                head.push_str(&format!("{k}: {v}\r\n"));
+                            }
+                            head.push_str("\r\n");
+                            let _ = sock.write_all(head.as_bytes()).await;
+                            let _ = sock.write_all(&body).await;
+                            let _ = sock.shutdown().await;
+                            return;
+                        }
                         Reply::Http { status, content_type, body } => {
                             let head = format!(
                                 "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
