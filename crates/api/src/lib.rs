@@ -30,6 +30,7 @@
 pub mod auth;
 pub mod error;
 pub mod idempotency;
+pub mod keys;
 pub mod metrics;
 pub mod payments;
 pub mod routes;

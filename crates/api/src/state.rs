@@ -2,10 +2,9 @@
 //! (merchant, app), the `api.weixin.qq.com` client, the metrics and a small cache of users
 //! known to have logged in.
 //!
-//! API keys are not cached: every request reads its key's row (grouped with the requests
-//! arriving at the same time, [`Groups::auth`]), so a key disabled with `minipay keys
-//! disable` fails from the next request on, on every replica. (Until issue 22 a resolved key
-//! was trusted for 10 s per replica.)
+//! Resolved API keys are cached only while the replica listens for key changes
+//! ([`crate::keys`]): a key disabled with `minipay keys disable` fails on every replica as
+//! soon as the disable commits. (Until issue 22 a resolved key was trusted for 10 s.)
 //!
 //! Two pools on the same database: `pool` commits durably (money and every state WeChat
 //! may act on), `pool_async` commits with `synchronous_commit = off` for writes whose loss
@@ -41,6 +40,8 @@ const CACHE_LIMIT: usize = 100_000;
 
 pub struct AppState {
     pub pool: PgPool,
+    /// Resolved API keys (see [`crate::keys`]).
+    keys: Arc<crate::keys::KeyCache>,
     /// `synchronous_commit = off`; see the module docs for what may use it.
     pub pool_async: PgPool,
     /// (appid, openid) pairs known to have logged in. Users are never deleted, so a
@@ -65,10 +66,6 @@ pub struct Groups {
     /// Order inserts with their Idempotency-Key claims (`pool`, durable); see
     /// `orders::claim_and_insert_group` for what the caller does with each answer.
     pub orders: GroupCommit<(NewOrderOwned, Option<Claim>), GroupInsert>,
-    /// API key look-ups (`pool`; read-only): `Some(answer)`, or None: call
-    /// `clients::authenticate_hash`. Each request's read starts after the request arrived,
-    /// so a key disabled before it is refused.
-    pub auth: GroupCommit<String, Option<Option<ApiClient>>>,
     /// `prepaid` marks (`pool_async`); None: call `orders::mark_prepaid`.
     pub prepaid: GroupCommit<(String, String), Option<bool>>,
     /// Stored idempotent responses, with their orders' prepay marks (`pool_async`); false:
@@ -77,21 +74,12 @@ pub struct Groups {
 }
 
 impl Groups {
-    /// Starts the five dispatchers on the current Tokio runtime; each keeps its connections
+    /// Starts the four dispatchers on the current Tokio runtime; each keeps its connections
     /// (see `Connections`).
     pub fn start(pool: &PgPool, pool_async: &PgPool, limits: Limits) -> Groups {
         let held = || Connections::new(pool_async.clone());
         let (a1, d, a2, a3) = (held(), Connections::new(pool.clone()), held(), held());
-        let keys = Connections::new(pool.clone());
         Groups {
-            auth: GroupCommit::start_with_fallback("api.auth", limits, None, move |hashes: Vec<String>| {
-                let conns = keys.clone();
-                async move {
-                    let found =
-                        conns.run(async |conn| minipay_store::clients::authenticate_group(conn, &hashes).await).await?;
-                    Ok::<_, StoreError>(found.into_iter().map(Some).collect())
-                }
-            }),
             claims: GroupCommit::start_with_fallback("api.claims", limits, false, move |c: Vec<Claim>| {
                 let conns = a1.clone();
                 async move { conns.run(async |conn| idempotency::claim_group(conn, &c).await).await }
@@ -157,6 +145,7 @@ impl AppState {
         let limits = Limits { max_group: config.database.group_max, in_flight: config.api.group_in_flight };
         let groups = Groups::start(&pool, &pool_async, limits);
         Ok(AppState {
+            keys: crate::keys::KeyCache::start(&pool),
             groups,
             pool,
             pool_async,
@@ -168,14 +157,11 @@ impl AppState {
         })
     }
 
-    /// The enabled client holding `key`, read from the database for this request (never
-    /// from a cache: a disabled key fails at once). Concurrent requests share one statement.
+    /// The enabled client holding `key` (cached while the key listener is up; see
+    /// [`crate::keys`]).
     pub async fn authenticate(&self, key: &str) -> Result<Option<ApiClient>, ApiError> {
         let hash = minipay_store::clients::hash_key(key);
-        if let Ok(Some(found)) = self.groups.auth.submit(hash.clone()).await {
-            return Ok(found);
-        }
-        Ok(minipay_store::clients::authenticate_hash(&self.pool, &hash).await?)
+        Ok(self.keys.authenticate(&self.pool, &hash).await?)
     }
 
     /// Whether the user has logged in to the app (positives cached).

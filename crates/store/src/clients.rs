@@ -137,26 +137,6 @@ pub async fn authenticate_hash(pool: &PgPool, key_hash: &str) -> Result<Option<A
     row.map(from_row).transpose()
 }
 
-/// [`authenticate_hash`] for many requests in one statement (the api's group of
-/// concurrent requests): one answer per hash, in order.
-pub async fn authenticate_group(
-    conn: &mut PgConnection,
-    key_hashes: &[String],
-) -> Result<Vec<Option<ApiClient>>, StoreError> {
-    let rows: Vec<(String, Uuid, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT key_hash, id, name, role, webhook_url FROM api_clients
-          WHERE key_hash = ANY($1) AND disabled_at IS NULL",
-    )
-    .bind(key_hashes)
-    .fetch_all(conn)
-    .await?;
-    let mut found = std::collections::HashMap::with_capacity(rows.len());
-    for (hash, id, name, role, url) in rows {
-        found.insert(hash, from_row((id, name, role, url))?);
-    }
-    Ok(key_hashes.iter().map(|h| found.get(h).cloned()).collect())
-}
-
 /// Sets (or clears) where a client's webhooks go; a new secret is generated when set.
 /// Returns the new secret.
 pub async fn set_webhook(conn: &mut PgConnection, id: Uuid, url: Option<&str>) -> Result<Option<String>, StoreError> {
@@ -194,10 +174,16 @@ pub async fn find_by_name(conn: &mut PgConnection, name: &str) -> Result<Vec<(Ap
     rows.into_iter().map(|(id, name, role, url, disabled)| Ok((from_row((id, name, role, url))?, disabled))).collect()
 }
 
-/// Disables a client: its key fails authentication from the next request on (the api
-/// checks the database on every request), and its webhooks are held back by the worker
-/// (left pending with the reason, never sent). Written with an audit line by `actor` in
-/// the caller's transaction. `false` when it was already disabled.
+/// The channel on which key changes are announced (`pg_notify`, delivered at commit):
+/// every api replica drops its cache of resolved keys when it hears one.
+pub const KEYS_CHANNEL: &str = "minipay_api_clients";
+
+/// Disables a client: its key fails authentication as soon as the caller commits (the
+/// commit delivers a notification on [`KEYS_CHANNEL`] that makes every api replica drop
+/// its cached keys; a replica that is not listening reads keys on every request), and its
+/// webhooks are held back by the worker (left pending with the reason, never sent).
+/// Written with an audit line by `actor` in the caller's transaction. `false` when it was
+/// already disabled.
 pub async fn disable(conn: &mut PgConnection, id: Uuid, actor: &str) -> Result<bool, StoreError> {
     let done: Option<(String, String)> = sqlx::query_as(
         "UPDATE api_clients SET disabled_at = now() WHERE id = $1 AND disabled_at IS NULL RETURNING name, role",
@@ -217,5 +203,6 @@ pub async fn disable(conn: &mut PgConnection, id: Uuid, actor: &str) -> Result<b
         serde_json::json!({ "name": name, "role": role }),
     )
     .await?;
+    sqlx::query("SELECT pg_notify($1, $2)").bind(KEYS_CHANNEL).bind(id.to_string()).execute(&mut *conn).await?;
     Ok(true)
 }
