@@ -1,9 +1,9 @@
 //! `minipay keys create --role ROLE --name NAME [--webhook-url URL]`: creates an API client
 //! and prints its key (and webhook signing secret) once. Only the key's SHA-256 is stored.
 //!
-//! `minipay keys disable --name NAME | --id UUID`: disables a client. The api reads the key's
-//! row on every request, so the key is refused (401) from the next request on, on every
-//! replica; the worker stops delivering the client's webhooks (they stay pending with the
+//! `minipay keys disable --name NAME | --id UUID`: disables a client. Its commit notifies
+//! every api replica, which drops its cached keys (`minipay_api::keys`), so the key is
+//! refused (401) as soon as the disable commits, on every replica; the worker stops delivering the client's webhooks (they stay pending with the
 //! reason). The disable is written to the audit log with the operator (`$USER`).
 
 use std::path::PathBuf;
