@@ -10,6 +10,7 @@ mod reconcile_cmd;
 mod sandbox_cmd;
 mod serve_cmd;
 mod signing;
+mod signing_v3;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,14 @@ enum Command {
     /// Verify the `sign` of a WeChat XML document read from stdin. Exit 0 when it matches,
     /// 1 when it does not, 2 on bad input.
     Verify(signing::SignArgs),
+    /// APIv3: print the string a request signs and its `Authorization` header (body on
+    /// stdin; merchant key from --key-file), or check a given header with --authorization
+    /// and --merchant-cert as WeChat does. Exit 0 signed / matches, 1 mismatch, 2 bad input.
+    SignV3(signing_v3::SignV3Args),
+    /// APIv3: verify an answer or notification (the four Wechatpay-* headers as options,
+    /// body on stdin) against the platform certificate and/or public key. Exit 0 when it
+    /// matches, 1 when it does not (the reason is printed), 2 on bad input.
+    VerifyV3(signing_v3::VerifyV3Args),
     /// Run the local WeChat Pay v2 + WeChat API sandbox (see crates/sandbox/README.md).
     Sandbox(sandbox_cmd::SandboxArgs),
     /// Payouts and red packets: `payouts send [--once]` sends and resolves what is due.
@@ -55,6 +64,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Sign(args) => signing::run_sign(&args),
         Command::Verify(args) => signing::run_verify(&args),
+        Command::SignV3(args) => signing_v3::run_sign(&args),
+        Command::VerifyV3(args) => signing_v3::run_verify(&args),
         Command::Sandbox(args) => sandbox_cmd::run(&args),
         Command::Payouts(args) => payouts_cmd::run(&args),
         Command::Reconcile(args) => reconcile_cmd::run(&args),
