@@ -121,6 +121,7 @@ impl Application {
                 .route("/wxpay/notify/pay", web::post().to(pay::handle))
                 .route("/wxpay/notify/refund", web::post().to(refund::handle))
                 .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics::serve))
         })
         // Let in-flight notifications finish their transaction on shutdown.
@@ -173,6 +174,24 @@ fn payment_group(
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+/// Readiness (the Kubernetes probe in `deploy/k8s` asks for it): the database answers
+/// within two seconds. A notify replica that cannot write can only answer FAIL, so it
+/// should not receive WeChat's callbacks meanwhile; WeChat retries elsewhere or later.
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    let check = tokio::time::timeout(std::time::Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.pool));
+    match check.await {
+        Ok(Ok(_)) => HttpResponse::Ok().content_type("text/plain").body("ready"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            HttpResponse::ServiceUnavailable().content_type("text/plain").body("database unavailable")
+        }
+        Err(_) => {
+            tracing::warn!("readiness check timed out");
+            HttpResponse::ServiceUnavailable().content_type("text/plain").body("database unavailable")
+        }
+    }
 }
 
 #[cfg(test)]

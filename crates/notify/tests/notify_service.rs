@@ -468,6 +468,23 @@ async fn database_down_answers_fail_5xx_and_the_retry_applies() {
     assert_balanced(&n.pool).await;
 }
 
+#[tokio::test]
+async fn readyz_follows_the_database() {
+    let cluster = PgCluster::start().expect("private cluster");
+    let db = TestDb::on(&cluster).await;
+    let n = Notify::start(db.pool.clone()).await;
+    let ready = || async { n.http.get(format!("{}/readyz", n.base)).send().await.unwrap().status().as_u16() };
+    assert_eq!(ready().await, 200);
+    cluster.stop_server().unwrap();
+    assert_eq!(ready().await, 503, "no database: not ready for WeChat's callbacks");
+    cluster.start_server().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while ready().await != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready again after the restart");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A refund notification as WeChat builds it: outer XML (unsigned) with req_info encrypted
 /// with `key`.
 fn refund_body(key: &str, out_refund_no: &str, out_trade_no: &str, fee: i64, status: &str) -> String {
