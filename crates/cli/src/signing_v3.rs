@@ -123,9 +123,20 @@ fn now() -> i64 {
 }
 
 pub fn run_sign(args: &SignV3Args) -> ExitCode {
-    match sign_or_check(args) {
-        Ok(code) => code,
-        Err(e) => fail(e),
+    sign_or_check(args).unwrap_or_else(fail)
+}
+
+/// Prints `result=MATCH` (exit 0) or `result=MISMATCH (why)` (exit 1).
+fn report<T, E: std::fmt::Display>(out: &mut impl Write, checked: Result<T, E>) -> ExitCode {
+    match checked {
+        Ok(_) => {
+            let _ = writeln!(out, "result=MATCH");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(out, "result=MISMATCH ({e})");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -145,16 +156,7 @@ fn sign_or_check(args: &SignV3Args) -> Result<ExitCode, Bad> {
         let _ = writeln!(out, "string_to_sign={}", escaped(message.as_bytes()));
         let checked =
             sign::verify_request(header, method, &args.path, body, &public, now(), verify::DEFAULT_WINDOW_SECS);
-        return Ok(match checked {
-            Ok(_) => {
-                let _ = writeln!(out, "result=MATCH");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                let _ = writeln!(out, "result=MISMATCH ({e})");
-                ExitCode::from(1)
-            }
-        });
+        return Ok(report(&mut out, checked));
     }
     let (Some(key_file), Some(mchid), Some(serial)) = (&args.key_file, &args.mchid, &args.serial) else {
         return Err(Bad("to sign, pass --key-file, --mchid and --serial".into()));
@@ -173,10 +175,7 @@ fn sign_or_check(args: &SignV3Args) -> Result<ExitCode, Bad> {
 }
 
 pub fn run_verify(args: &VerifyV3Args) -> ExitCode {
-    match verify_answer(args) {
-        Ok(code) => code,
-        Err(e) => fail(e),
-    }
+    verify_answer(args).unwrap_or_else(fail)
 }
 
 fn verify_answer(args: &VerifyV3Args) -> Result<ExitCode, Bad> {
@@ -204,14 +203,5 @@ fn verify_answer(args: &VerifyV3Args) -> Result<ExitCode, Bad> {
     let _ = writeln!(out, "string_to_verify={}", escaped(&message));
     let _ = writeln!(out, "serial={}", headers.serial);
     let at = args.now.unwrap_or_else(now);
-    Ok(match keys.verify(&headers, &body, at, verify::DEFAULT_WINDOW_SECS) {
-        Ok(_) => {
-            let _ = writeln!(out, "result=MATCH");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            let _ = writeln!(out, "result=MISMATCH ({e})");
-            ExitCode::from(1)
-        }
-    })
+    Ok(report(&mut out, keys.verify(&headers, &body, at, verify::DEFAULT_WINDOW_SECS)))
 }
