@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::domain::{OpenId, State, check_transition, mask};
 use crate::ledger::{self, Kind, Movement};
-use crate::payout_limits::{self, Holding, Limits, Product, RuleError, RuleViolation, shanghai_day};
+use crate::payout_limits::{self, Holding, Limits, Product, RuleViolation, shanghai_day};
 use crate::sendable::{self, Table};
 use crate::{Fen, StoreError, audit, webhooks};
 
@@ -82,40 +82,7 @@ impl State for PayoutStatus {
     }
 }
 
-/// Errors of request, approval and rejection, each a stable API error.
-#[derive(Debug, thiserror::Error)]
-pub enum PayoutError {
-    #[error(transparent)]
-    Rule(#[from] RuleViolation),
-    #[error("a request cannot be approved or rejected with the key that created it")]
-    MakerChecker,
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("cannot {action} a request in state {status}")]
-    WrongState { action: &'static str, status: String },
-    #[error("this request belongs to batch {0}: approve or reject the batch")]
-    InBatch(i64),
-    /// The Idempotency-Key already created a request with other parameters.
-    #[error("this Idempotency-Key created {0} with other parameters; use a new key")]
-    KeyReused(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<RuleError> for PayoutError {
-    fn from(e: RuleError) -> PayoutError {
-        match e {
-            RuleError::Rule(r) => PayoutError::Rule(r),
-            RuleError::Store(s) => PayoutError::Store(s),
-        }
-    }
-}
-
-impl From<sqlx::Error> for PayoutError {
-    fn from(e: sqlx::Error) -> PayoutError {
-        PayoutError::Store(StoreError::Db(e))
-    }
-}
+pub use crate::sendable::PayoutError;
 
 /// A stored payout. `Debug` masks the openid and hides the real name.
 #[derive(Clone, Serialize)]

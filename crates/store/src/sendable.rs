@@ -1,4 +1,5 @@
-//! What payouts and red packets have in common as requests the sender sends: the
+//! What payouts and red packets have in common as requests the sender sends: their errors
+//! ([`PayoutError`], re-exported as `payouts::PayoutError`), the
 //! maker-checker rule, approval and rejection with their limit counters, the sender's lease,
 //! parking an uncertain call and a final failure.
 //!
@@ -15,7 +16,42 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::domain::{State, check_transition};
 use crate::payout_limits::{self, Holding, Limits, shanghai_day};
-use crate::payouts::PayoutError;
+use crate::payout_limits::{RuleError, RuleViolation};
+
+/// Errors of request, approval and rejection, each a stable API error.
+#[derive(Debug, thiserror::Error)]
+pub enum PayoutError {
+    #[error(transparent)]
+    Rule(#[from] RuleViolation),
+    #[error("a request cannot be approved or rejected with the key that created it")]
+    MakerChecker,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("cannot {action} a request in state {status}")]
+    WrongState { action: &'static str, status: String },
+    #[error("this request belongs to batch {0}: approve or reject the batch")]
+    InBatch(i64),
+    /// The Idempotency-Key already created a request with other parameters.
+    #[error("this Idempotency-Key created {0} with other parameters; use a new key")]
+    KeyReused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<RuleError> for PayoutError {
+    fn from(e: RuleError) -> PayoutError {
+        match e {
+            RuleError::Rule(r) => PayoutError::Rule(r),
+            RuleError::Store(s) => PayoutError::Store(s),
+        }
+    }
+}
+
+impl From<sqlx::Error> for PayoutError {
+    fn from(e: sqlx::Error) -> PayoutError {
+        PayoutError::Store(StoreError::Db(e))
+    }
+}
 
 /// Which table a sendable request lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,6 @@ use minipay_store::domain::{AppId, OpenId, OrderStatus, OutTradeNo, State};
 use minipay_store::orders::{self, GroupInsert, NewOrder, NewOrderOwned, Order};
 use minipay_store::refunds;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use wxpay::Fen;
 use wxpay::jsapi::{RequestPaymentParams, request_payment_params};
@@ -18,6 +17,7 @@ use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::idempotency::{ClaimTicket, IdempotencyKey};
 use crate::payments::{self, Closed, Issued};
+use crate::routes::common::{MAX_AMOUNT, check_visible, generate_number, parse_amount};
 use crate::routes::refunds::RefundView;
 use crate::state::AppState;
 
@@ -38,9 +38,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     Doc::openapi()
 }
 
-/// Largest order amount accepted (fen): 100 million yuan, far above any mini-program sale;
-/// a guard against unit mistakes (yuan sent as fen × 100).
-pub const MAX_AMOUNT: i64 = 10_000_000_000;
 /// Longest time to pay (seconds). Guess: WeChat accepts time_expire up to days ahead, but a
 /// prepay_id is only valid 2 hours; a week bounds the orders the expiry job keeps open.
 pub const MAX_EXPIRES_IN: i64 = 7 * 24 * 3600;
@@ -138,40 +135,6 @@ impl OrderView {
             refunded_amount: o.refunded_amount.get(),
             pay_params: None,
             refunds: None,
-        }
-    }
-}
-
-/// Client keys see their own orders only; staff roles see all. Others' orders are 404, so
-/// their existence does not leak.
-pub fn check_visible(caller: &Caller, client_id: Option<uuid::Uuid>) -> Result<(), ApiError> {
-    if caller.role == Role::Client && client_id != Some(caller.id) {
-        return Err(ApiError::not_found("order_not_found", "no such order"));
-    }
-    Ok(())
-}
-
-/// Parses an amount in integer fen: `invalid_amount` for anything else.
-pub fn parse_amount(v: &serde_json::Value, max: i64) -> Result<Fen, ApiError> {
-    match v.as_i64() {
-        Some(n) if n > 0 && n <= max => Ok(Fen::new(n)),
-        Some(_) => Err(ApiError::invalid("invalid_amount", format!("amount must be between 1 and {max} fen"))),
-        None => Err(ApiError::invalid("invalid_amount", "amount must be an integer number of fen")),
-    }
-}
-
-/// A number derived from the client and its Idempotency-Key (32 hex digits), else a new
-/// time-ordered random one.
-pub fn generate_number(caller: &Caller, key: Option<&IdempotencyKey>, prefix: &str) -> String {
-    match key {
-        Some(IdempotencyKey(k)) => {
-            let h = hex::encode(Sha256::digest(format!("{prefix}:{}:{k}", caller.id)));
-            h[..32].to_owned()
-        }
-        None => {
-            use rand::Rng;
-            let tail: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(18).map(char::from).collect();
-            format!("{}{tail}", Utc::now().format("%Y%m%d%H%M%S"))
         }
     }
 }
@@ -393,24 +356,5 @@ pub async fn close_order(
         Closed::Closed => Ok(HttpResponse::Ok().json(OrderView::new(&current))),
         Closed::Paid => Err(ApiError::conflict("order_paid", "WeChat says the order is paid; it was not closed")),
         Closed::Unknown { .. } => Err(ApiError::upstream_unavailable("WeChat did not answer; retry the close")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A refund or order number derived from an Idempotency-Key is the same on every retry
-    /// (issue 22: a retry must reach the same refund, never a second one).
-    #[test]
-    fn numbers_from_an_idempotency_key_are_deterministic() {
-        let caller = Caller { id: uuid::Uuid::new_v4(), name: "shop".into(), role: Role::Client };
-        let key = IdempotencyKey("retry-me".into());
-        let first = generate_number(&caller, Some(&key), "refund:T1");
-        assert_eq!(first, generate_number(&caller, Some(&key), "refund:T1"));
-        assert!(minipay_store::domain::OutRefundNo::parse(first.clone()).is_ok());
-        assert_ne!(first, generate_number(&caller, Some(&key), "refund:T2"), "per order");
-        let other = Caller { id: uuid::Uuid::new_v4(), ..caller.clone() };
-        assert_ne!(first, generate_number(&other, Some(&key), "refund:T1"), "per client");
     }
 }

@@ -15,7 +15,7 @@ use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::idempotency::IdempotencyKey;
 use crate::payments::{self, RefundSend};
-use crate::routes::orders::{MAX_AMOUNT, check_visible, generate_number, parse_amount};
+use crate::routes::common::{MAX_AMOUNT, check_visible, generate_number, parse_amount};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
