@@ -70,6 +70,8 @@ pub struct Order {
     pub time_expire: Option<DateTime<Utc>>,
     pub bank_type: String,
     pub refunded: Fen,
+    /// Created over APIv3 (`/v3/pay/transactions/jsapi`): its notification is a v3 one.
+    pub v3: bool,
     /// The fields whose change makes a repeated out_trade_no OUT_TRADE_NO_USED.
     #[serde(skip)]
     pub content: Params,
@@ -118,6 +120,8 @@ pub struct Refund {
     /// Sandbox time from which the refund counts as done.
     pub settle_due: DateTime<Utc>,
     pub success_at: Option<DateTime<Utc>>,
+    /// Created over APIv3 (`/v3/refund/domestic/refunds`): its notification is a v3 one.
+    pub v3: bool,
 }
 
 /// A payout to a user's balance (`mmpaymkttransfers/promotion/transfers`).
@@ -196,8 +200,11 @@ pub struct Attempt {
 #[derive(Debug, Clone, Serialize)]
 pub struct Notification {
     pub id: u64,
-    /// `pay` or `refund`.
+    /// `pay`, `refund` or `transfer`.
     pub kind: String,
+    /// An APIv3 notification: a JSON envelope, signed per attempt with `Wechatpay-*`
+    /// headers, acknowledged by HTTP 200 or 204.
+    pub v3: bool,
     pub mch_id: String,
     pub out_trade_no: String,
     pub out_refund_no: Option<String>,
