@@ -38,7 +38,8 @@
 //! `POST /v3/pay/transactions/jsapi`, `GET /v3/pay/transactions/out-trade-no/{no}?mchid=`,
 //! `GET /v3/pay/transactions/id/{transaction_id}?mchid=`,
 //! `POST /v3/pay/transactions/out-trade-no/{no}/close`, `POST /v3/refund/domestic/refunds`,
-//! `GET /v3/refund/domestic/refunds/{out_refund_no}`, `GET /v3/certificates`. Each merchant
+//! `GET /v3/refund/domestic/refunds/{out_refund_no}`, `GET /v3/certificates`,
+//! `GET /v3/bill/tradebill`, `GET /v3/bill/fundflowbill` (and their download URL). Each merchant
 //! has an APIv3 key, a merchant certificate serial (its client certificate's), a platform
 //! certificate and a WeChat Pay public key, and a mode (`certificate`, `public_key`,
 //! `switching`: [`V3Mode`]). Requests are checked exactly (401 `SIGN_ERROR`), answers and

@@ -260,6 +260,15 @@ pub struct Message {
     pub body: serde_json::Value,
 }
 
+/// A v3 bill file, built when its link was asked for (so the hash given then matches).
+#[derive(Debug, Clone)]
+pub struct BillFile {
+    pub mch_id: String,
+    /// The bytes served: the bill text, gzipped when the link asked for GZIP.
+    pub file: Vec<u8>,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Key of per-merchant records: (mch_id, merchant's number).
 pub type Key = (String, String);
 
@@ -281,6 +290,8 @@ pub struct State {
     pub codes: HashMap<String, LoginCode>,
     pub tokens: HashMap<String, Token>,
     pub messages: Vec<Message>,
+    /// v3 bill files behind their `download_url` tokens.
+    pub bill_files: HashMap<String, BillFile>,
     seq: u64,
 }
 

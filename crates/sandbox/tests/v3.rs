@@ -501,3 +501,54 @@ async fn certs_dir_configures_a_v3_client() {
         sb.shutdown().await;
     }
 }
+
+/// v3 bills: the link's SHA1 checks out, the file is the one v2's downloadbill serves (v2
+/// and v3 orders in one bill), gzip when asked; the fund-flow bill likewise; not ready
+/// before 10:00 of the next day.
+#[tokio::test]
+async fn bills_cover_v2_and_v3_and_match_v2_downloads() {
+    use chrono::TimeZone;
+    use chrono_tz::Asia::Shanghai;
+    use wxpay::v3::api::{FundAccountType, FundFlowBillRequest, TradeBillRequest, TradeBillType};
+
+    let env = common::Env::with(config(V3Mode::PublicKey)).await;
+    let sb = &env.sb;
+    let c = client(sb, V3Mode::PublicKey);
+    success(c.jsapi_prepay(&prepay(sb, "B-V3", 1200, "http://127.0.0.1:9/n")).await.unwrap());
+    sb.pay(&PayOrder { out_trade_no: Some("B-V3".into()), notify: Some(false), ..Default::default() }).unwrap();
+    env.paid_order("B-V2", "800").await;
+    let day = sb.now().with_timezone(&Shanghai).date_naive();
+    let trade = |gzip| TradeBillRequest { bill_date: day, bill_type: TradeBillType::All, gzip };
+    assert_eq!(c.trade_bill(&trade(false)).await.unwrap().failed_code(), Some("STATEMENT_CREATING"));
+
+    let next_morning = Shanghai.from_local_datetime(&day.succ_opt().unwrap().and_hms_opt(10, 30, 0).unwrap()).unwrap();
+    sb.set_clock(next_morning.with_timezone(&chrono::Utc));
+    let link = success(c.trade_bill(&trade(true)).await.unwrap());
+    assert_eq!(link.hash_type, "SHA1");
+    let text = success(c.download_bill(&link, true).await.unwrap());
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("B-V3") && text.contains("B-V2"), "{text}");
+    let plain = success(c.download_bill(&success(c.trade_bill(&trade(false)).await.unwrap()), false).await.unwrap());
+    assert_eq!(plain, text.as_bytes());
+
+    let v2 = common::signed(
+        common::base_pay(&[("bill_date", &day.format("%Y%m%d").to_string()), ("bill_type", "ALL")]),
+        wxpay::SignType::Md5,
+    );
+    let r = common::post_raw(&env.plain, &env.url("/pay/downloadbill"), wxpay::xml::encode(&v2)).await.unwrap();
+    assert_eq!(r.text().await.unwrap(), text, "v2 and v3 serve the same bill");
+
+    let flow = FundFlowBillRequest { bill_date: day, account_type: FundAccountType::Basic, gzip: true };
+    let fl = success(c.fund_flow_bill(&flow).await.unwrap());
+    let flow_text = String::from_utf8(success(c.download_bill(&fl, true).await.unwrap())).unwrap();
+    assert!(flow_text.contains("交易"), "{flow_text}");
+    let ops = FundFlowBillRequest { account_type: FundAccountType::Operation, ..flow };
+    assert_eq!(c.fund_flow_bill(&ops).await.unwrap().failed_code(), Some("NO_STATEMENT_EXIST"));
+    // A tampered hash makes the download Unknown (a broken file, safe to fetch again).
+    let mut bad = link.clone();
+    bad.hash_value = "00".repeat(20);
+    assert!(c.download_bill(&bad, true).await.unwrap().is_unknown());
+    // Links expire after five sandbox minutes.
+    sb.advance_clock(chrono::Duration::minutes(6));
+    assert_eq!(c.download_bill(&link, true).await.unwrap().failed_code(), Some("INVALID_REQUEST"));
+}

@@ -8,6 +8,10 @@
 //! merchant's [`V3Mode`](crate::config::V3Mode) selects ([`keys::V3Keys::signer`]); errors
 //! are `{"code","message"}` with WeChat's HTTP status, also signed.
 //!
+//! Bills: `/v3/bill/tradebill` and `/v3/bill/fundflowbill` answer a link to
+//! [`BILL_DOWNLOAD_PATH`] with the SHA1 of the same text v2's `downloadbill` /
+//! `downloadfundflow` serve; the download is a signed GET with an unsigned file answer.
+//!
 //! State is shared with v2: v3 orders live in the same order table (the payer control
 //! endpoint pays them, v2 `orderquery` sees them, bills list them); refunds likewise.
 //!
@@ -19,6 +23,7 @@
 //!   one in those reports;
 //! - unknown paths answer 404 `NOT_FOUND`, unreadable JSON 400 `PARAM_ERROR`.
 
+mod bills;
 pub mod keys;
 pub(crate) mod notify;
 mod pay;
@@ -52,6 +57,9 @@ pub enum Route {
     Close(String),
     CreateRefund,
     QueryRefund(String),
+    TradeBill,
+    FundFlowBill,
+    BillDownload,
     Certificates,
 }
 
@@ -70,6 +78,9 @@ impl Route {
             (["refund", "domestic", "refunds"], true, _) => Route::CreateRefund,
             (["refund", "domestic", "refunds", no], _, true) => Route::QueryRefund((*no).into()),
             (["certificates"], _, true) => Route::Certificates,
+            (["bill", "tradebill"], _, true) => Route::TradeBill,
+            (["bill", "fundflowbill"], _, true) => Route::FundFlowBill,
+            (["billdownload", "file"], _, true) => Route::BillDownload,
             _ => return None,
         };
         if s.iter().any(|x| x.is_empty()) {
@@ -89,16 +100,25 @@ impl Route {
             Route::CreateRefund => E::CreateRefund,
             Route::QueryRefund(_) => E::QueryRefund,
             Route::Certificates => E::Certificates,
+            Route::TradeBill => E::TradeBill,
+            Route::FundFlowBill => E::FundFlowBill,
+            Route::BillDownload => E::DownloadBill,
         }
     }
 
     pub fn fault_path(&self) -> &'static str {
-        self.endpoint().template()
+        match self {
+            Route::BillDownload => BILL_DOWNLOAD_PATH,
+            r => r.endpoint().template(),
+        }
     }
 }
 
 /// The v3 paths faults may name: the served endpoints' templates.
-pub const FAULT_PATHS: [&str; 7] = [
+pub const FAULT_PATHS: [&str; 10] = [
+    "/v3/bill/tradebill",
+    "/v3/bill/fundflowbill",
+    BILL_DOWNLOAD_PATH,
     "/v3/pay/transactions/jsapi",
     "/v3/pay/transactions/out-trade-no/{out_trade_no}",
     "/v3/pay/transactions/id/{transaction_id}",
@@ -240,6 +260,8 @@ pub struct V3Call<'a> {
     pub body: Value,
     pub query: &'a str,
     pub wechatpay_serial: Option<&'a str>,
+    /// `scheme://host` the request came to (bill download URLs point back at it).
+    pub base_url: String,
 }
 
 impl V3Call<'_> {
@@ -272,7 +294,11 @@ fn dispatch(
         Value::Null
     };
     let serial = req.headers().get("Wechatpay-Serial").and_then(|v| v.to_str().ok());
-    let call = V3Call { mch, body, query: req.query_string(), wechatpay_serial: serial };
+    let base_url = {
+        let ci = req.connection_info();
+        format!("{}://{}", ci.scheme(), ci.host())
+    };
+    let call = V3Call { mch, body, query: req.query_string(), wechatpay_serial: serial, base_url };
     match route {
         Route::Jsapi => pay::jsapi(st, &call),
         Route::QueryByOutTradeNo(no) => pay::query(st, &call, pay::OrderRef::OutTradeNo(no)),
@@ -281,6 +307,9 @@ fn dispatch(
         Route::CreateRefund => pay::refund(shared, st, fx, &call),
         Route::QueryRefund(no) => pay::refund_query(shared, st, fx, &call, no),
         Route::Certificates => certificates(mch),
+        Route::TradeBill => bills::trade_bill(st, &call),
+        Route::FundFlowBill => bills::fund_flow_bill(st, &call),
+        Route::BillDownload => bills::download(st, &call),
     }
 }
 
