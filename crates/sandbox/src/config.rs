@@ -53,6 +53,9 @@ pub struct SandboxConfig {
     pub time_scale: f64,
     /// Sandbox seconds a refund stays PROCESSING before it succeeds.
     pub refund_delay_secs: u64,
+    /// Sandbox seconds a v3 transfer bill waits for the user's confirmation before it is
+    /// CANCELLED (WeChat: about 24 hours, *unverified*).
+    pub transfer_confirm_secs: u64,
     /// How long one notification POST may take before it counts as failed (real ms).
     pub notify_timeout_ms: u64,
     /// Intervals between notification attempts (seconds, before scaling).
@@ -72,6 +75,7 @@ impl Default for SandboxConfig {
             tls_port: 0,
             time_scale: 1.0,
             refund_delay_secs: 5,
+            transfer_confirm_secs: 86_400,
             notify_timeout_ms: 5000,
             retry_schedule_secs: WECHAT_RETRY_SCHEDULE_SECS.to_vec(),
             workers: 2,

@@ -39,7 +39,9 @@
 //! `GET /v3/pay/transactions/id/{transaction_id}?mchid=`,
 //! `POST /v3/pay/transactions/out-trade-no/{no}/close`, `POST /v3/refund/domestic/refunds`,
 //! `GET /v3/refund/domestic/refunds/{out_refund_no}`, `GET /v3/certificates`,
-//! `GET /v3/bill/tradebill`, `GET /v3/bill/fundflowbill` (and their download URL). Each merchant
+//! `GET /v3/bill/tradebill`, `GET /v3/bill/fundflowbill` (and their download URL),
+//! `POST /v3/fund-app/mch-transfer/transfer-bills`, its queries by out_bill_no and
+//! transfer_bill_no, and cancel. Each merchant
 //! has an APIv3 key, a merchant certificate serial (its client certificate's), a platform
 //! certificate and a WeChat Pay public key, and a mode (`certificate`, `public_key`,
 //! `switching`: [`V3Mode`]). Requests are checked exactly (401 `SIGN_ERROR`), answers and
@@ -62,6 +64,8 @@
 //! | `POST /sandbox/redpacks/expire` | `{"mch_billno", "mch_id"?}`: unreceived money goes back (REFUND) now |
 //! | `POST /sandbox/refunds/settle` | `{"out_refund_no", "mch_id"?, "status"?}`: finish a PROCESSING refund now (SUCCESS, CHANGE or REFUNDCLOSE) |
 //! | `GET /sandbox/balance?mch_id=` · `POST /sandbox/balance` | read; `{"mch_id"?, "balance_fen"}` |
+//! | `POST /sandbox/transfer-bills/{out_bill_no}/confirm` | the user on a v3 transfer bill: `{"accept", "mch_id"?, "fail_reason"?}` → SUCCESS or FAIL |
+//! | `GET /sandbox/transfer-bills` | v3 transfer bills (`?mch_id=` filters) |
 //! | `GET /sandbox/orders` `/refunds` `/transfers` `/redpacks` `/notifications` `/messages` `/fundflow` | what the sandbox holds (`?mch_id=` filters) |
 //!
 //! ## Layout

@@ -260,6 +260,36 @@ pub struct Message {
     pub body: serde_json::Value,
 }
 
+/// A v3 transfer bill (商家转账). `state` is WeChat's: WAIT_USER_CONFIRM, SUCCESS, FAIL,
+/// CANCELLED.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferBill {
+    pub mch_id: String,
+    pub appid: String,
+    pub out_bill_no: String,
+    pub transfer_bill_no: String,
+    pub transfer_scene_id: String,
+    pub openid: String,
+    pub transfer_amount: Fen,
+    pub transfer_remark: String,
+    pub notify_url: Option<String>,
+    /// The OAEP ciphertext as sent (WeChat echoes it in queries).
+    pub user_name: Option<String>,
+    /// The decrypted real name, checked against the user's when the bill is confirmed.
+    #[serde(skip)]
+    pub user_name_plain: Option<String>,
+    pub state: String,
+    pub fail_reason: Option<String>,
+    pub package_info: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Unconfirmed after this sandbox time, the bill is CANCELLED.
+    pub confirm_by: DateTime<Utc>,
+    /// The request fields whose change makes a repeated out_bill_no a different bill.
+    #[serde(skip)]
+    pub content: serde_json::Value,
+}
+
 /// A v3 bill file, built when its link was asked for (so the hash given then matches).
 #[derive(Debug, Clone)]
 pub struct BillFile {
@@ -290,6 +320,9 @@ pub struct State {
     pub codes: HashMap<String, LoginCode>,
     pub tokens: HashMap<String, Token>,
     pub messages: Vec<Message>,
+    /// v3 transfer bills (商家转账) by (mch_id, out_bill_no).
+    pub transfer_bills: BTreeMap<Key, TransferBill>,
+    pub by_transfer_bill_no: HashMap<String, Key>,
     /// v3 bill files behind their `download_url` tokens.
     pub bill_files: HashMap<String, BillFile>,
     seq: u64,

@@ -552,3 +552,147 @@ async fn bills_cover_v2_and_v3_and_match_v2_downloads() {
     sb.advance_clock(chrono::Duration::minutes(6));
     assert_eq!(c.download_bill(&link, true).await.unwrap().failed_code(), Some("INVALID_REQUEST"));
 }
+
+fn transfer(env: &common::Env, no: &str, amount: i64, notify_url: Option<&str>) -> wxpay::v3::api::CreateTransferBill {
+    use wxpay::v3::api::SceneReportInfo;
+    wxpay::v3::api::CreateTransferBill {
+        out_bill_no: no.into(),
+        transfer_scene_id: "1000".into(),
+        openid: env.sb.openid(DEMO_USER, APPID),
+        transfer_amount: Fen::new(amount),
+        transfer_remark: "活动奖励".into(),
+        notify_url: notify_url.map(str::to_owned),
+        user_recv_perception: Some("现金奖励".into()),
+        transfer_scene_report_infos: vec![
+            SceneReportInfo { info_type: "活动名称".into(), info_content: "新会员有礼".into() },
+            SceneReportInfo { info_type: "奖励说明".into(), info_content: "注册奖励".into() },
+        ],
+        user_name: None,
+    }
+}
+
+/// Transfer bills in both modes: create → WAIT_USER_CONFIRM with package_info → the user
+/// confirms through the control endpoint → SUCCESS, money booked, a verified
+/// MCHTRANSFER.BILL.FINISHED notification; queries by both numbers; idempotency by
+/// out_bill_no; cancel; refusal; expiry on the sandbox clock; user_name from 2,000 yuan.
+async fn transfer_bill_flow(mode: V3Mode) {
+    use wxpay::v3::api::{CancelTransferBill, QueryTransferByBillNo, QueryTransferByOutBillNo, TransferBillState};
+    let env = common::Env::with(config(mode)).await;
+    let sb = &env.sb;
+    let c = client(sb, mode);
+    let key = api_v3_key(sb);
+    let rx = Receiver::start(vec![200]).await;
+    let before = sb.balance(MCH);
+    let req = transfer(&env, "T1", 1234, Some(&rx.url));
+    let created = success(c.create_transfer_bill(&req).await.unwrap());
+    assert_eq!(created.state, TransferBillState::WaitUserConfirm);
+    let package = created.package_info.clone().expect("package_info for wx.requestMerchantTransfer");
+    // Same out_bill_no, same parameters: the same bill; other parameters: refused.
+    let again = success(c.create_transfer_bill(&req).await.unwrap());
+    assert_eq!(
+        (again.transfer_bill_no.as_str(), again.package_info.as_deref()),
+        (created.transfer_bill_no.as_str(), Some(package.as_str()))
+    );
+    let other = transfer(&env, "T1", 999, Some(&rx.url));
+    assert!(c.create_transfer_bill(&other).await.unwrap().is_unknown(), "INVALID_REQUEST on create is Unknown");
+
+    let (s, b) = env.control("/sandbox/transfer-bills/T1/confirm", serde_json::json!({"accept": true})).await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("SUCCESS")), "{b}");
+    assert_eq!(sb.balance(MCH).get(), before.get() - 1234);
+    let got = rx.wait_for(1).await;
+    let (envelope, event) = parse(c.verifier(), &key, &got[0]).expect("transfer notification verifies");
+    assert_eq!(envelope.event_type, "MCHTRANSFER.BILL.FINISHED");
+    let Event::TransferBillFinished(t) = event else { panic!("{event:?}") };
+    assert_eq!(
+        (t.state, t.transfer_amount, t.mch_id.as_deref()),
+        (TransferBillState::Success, Fen::new(1234), Some(MCH))
+    );
+    let q =
+        success(c.query_transfer_by_out_bill_no(&QueryTransferByOutBillNo { out_bill_no: "T1".into() }).await.unwrap());
+    let q2 = success(
+        c.query_transfer_by_bill_no(&QueryTransferByBillNo { transfer_bill_no: created.transfer_bill_no.clone() })
+            .await
+            .unwrap(),
+    );
+    assert_eq!((q.state, q2.out_bill_no.as_str()), (TransferBillState::Success, "T1"));
+    let flow = env.get_json("/sandbox/fundflow").await;
+    assert!(
+        flow.as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["biz_no"] == created.transfer_bill_no.as_str() && f["amount"] == 1234)
+    );
+    let cancel_done = c.cancel_transfer_bill(&CancelTransferBill { out_bill_no: "T1".into() }).await.unwrap();
+    assert_eq!(cancel_done.failed_code(), Some("INVALID_REQUEST"));
+
+    // Cancel a waiting bill: CANCELING answered, CANCELLED on query, notified, no money moved.
+    success(c.create_transfer_bill(&transfer(&env, "T2", 500, Some(&rx.url))).await.unwrap());
+    let cancelled = success(c.cancel_transfer_bill(&CancelTransferBill { out_bill_no: "T2".into() }).await.unwrap());
+    assert_eq!(cancelled.state, TransferBillState::Canceling);
+    let q =
+        success(c.query_transfer_by_out_bill_no(&QueryTransferByOutBillNo { out_bill_no: "T2".into() }).await.unwrap());
+    assert_eq!(q.state, TransferBillState::Cancelled);
+    let got = rx.wait_for(2).await;
+    let (_, Event::TransferBillFinished(t)) = parse(c.verifier(), &key, &got[1]).unwrap() else { panic!() };
+    assert_eq!((t.out_bill_no.as_str(), t.state), ("T2", TransferBillState::Cancelled));
+    let (s, _) = env.control("/sandbox/transfer-bills/T2/confirm", serde_json::json!({"accept": true})).await;
+    assert_eq!(s, 409, "a cancelled bill cannot be confirmed");
+
+    // The user refuses: FAIL with a reason.
+    success(c.create_transfer_bill(&transfer(&env, "T3", 300, None)).await.unwrap());
+    let (_, b) = env.control("/sandbox/transfer-bills/T3/confirm", serde_json::json!({"accept": false})).await;
+    assert_eq!((b["state"].as_str(), b["fail_reason"].as_str()), (Some("FAIL"), Some("PAYEE_ACCOUNT_ABNORMAL")));
+
+    // Unconfirmed for longer than the confirmation window: CANCELLED.
+    success(c.create_transfer_bill(&transfer(&env, "T4", 300, None)).await.unwrap());
+    sb.advance_clock(chrono::Duration::hours(25));
+    let q =
+        success(c.query_transfer_by_out_bill_no(&QueryTransferByOutBillNo { out_bill_no: "T4".into() }).await.unwrap());
+    assert_eq!(q.state, TransferBillState::Cancelled);
+
+    // From 2,000 yuan the real name is required, OAEP-encrypted under Wechatpay-Serial.
+    let big = transfer(&env, "T5", 200_000, None);
+    let raw_body = serde_json::json!({
+        "appid": APPID, "out_bill_no": "T5", "transfer_scene_id": "1000", "openid": big.openid,
+        "transfer_amount": 200_000, "transfer_remark": "活动奖励",
+        "transfer_scene_report_infos": big.transfer_scene_report_infos,
+    })
+    .to_string();
+    let (s, _, b) = raw(sb, Method::Post, "/v3/fund-app/mch-transfer/transfer-bills", &raw_body, None).await;
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, v["code"].as_str()), (400, Some("PARAM_ERROR")), "{v}");
+    let keys = c.verifier().keys();
+    let name = wxpay::v3::crypto::encrypt_field(&keys, "张三", chrono::Utc::now().timestamp()).unwrap();
+    let named = wxpay::v3::api::CreateTransferBill { user_name: Some(name), ..big };
+    success(c.create_transfer_bill(&named).await.unwrap());
+    let (_, b) = env.control("/sandbox/transfer-bills/T5/confirm", serde_json::json!({"accept": true})).await;
+    assert_eq!(b["state"], "SUCCESS", "{b}");
+    let wrong = wxpay::v3::crypto::encrypt_field(&keys, "李四", chrono::Utc::now().timestamp()).unwrap();
+    let misnamed = wxpay::v3::api::CreateTransferBill { user_name: Some(wrong), ..transfer(&env, "T6", 200_000, None) };
+    success(c.create_transfer_bill(&misnamed).await.unwrap());
+    let (_, b) = env.control("/sandbox/transfer-bills/T6/confirm", serde_json::json!({"accept": true})).await;
+    assert_eq!((b["state"].as_str(), b["fail_reason"].as_str()), (Some("FAIL"), Some("REAL_NAME_CHECK_FAIL")));
+
+    // Balance short at creation: NOT_ENOUGH; an unopened scene: NO_AUTH.
+    sb.set_balance(MCH, Fen::new(100));
+    assert_eq!(
+        c.create_transfer_bill(&transfer(&env, "T7", 300, None)).await.unwrap().failed_code(),
+        Some("NOT_ENOUGH")
+    );
+    let mut scene = transfer(&env, "T8", 50, None);
+    scene.transfer_scene_id = "9999".into();
+    assert_eq!(c.create_transfer_bill(&scene).await.unwrap().failed_code(), Some("NO_AUTH"));
+    let unknown =
+        c.query_transfer_by_out_bill_no(&QueryTransferByOutBillNo { out_bill_no: "NONE".into() }).await.unwrap();
+    assert_eq!(unknown.failed_code(), Some("NOT_FOUND"));
+}
+
+#[tokio::test]
+async fn transfer_bills_in_public_key_mode() {
+    transfer_bill_flow(V3Mode::PublicKey).await;
+}
+
+#[tokio::test]
+async fn transfer_bills_in_certificate_mode() {
+    transfer_bill_flow(V3Mode::Certificate).await;
+}

@@ -27,6 +27,7 @@ mod bills;
 pub mod keys;
 pub(crate) mod notify;
 mod pay;
+pub(crate) mod transfer;
 
 use std::sync::Arc;
 
@@ -60,6 +61,10 @@ pub enum Route {
     TradeBill,
     FundFlowBill,
     BillDownload,
+    CreateTransfer,
+    TransferByOutBillNo(String),
+    TransferByBillNo(String),
+    CancelTransfer(String),
     Certificates,
 }
 
@@ -68,6 +73,7 @@ impl Route {
     pub fn parse(method: &actix_web::http::Method, path: &str) -> Option<Route> {
         let segs: Vec<String> = path.strip_prefix("/v3/")?.split('/').map(percent_decode).collect::<Option<_>>()?;
         let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+        // (method, path) → route; the arms are long because the paths are.
         let post = method == actix_web::http::Method::POST;
         let get = method == actix_web::http::Method::GET;
         let r = match (s.as_slice(), post, get) {
@@ -81,6 +87,16 @@ impl Route {
             (["bill", "tradebill"], _, true) => Route::TradeBill,
             (["bill", "fundflowbill"], _, true) => Route::FundFlowBill,
             (["billdownload", "file"], _, true) => Route::BillDownload,
+            (["fund-app", "mch-transfer", "transfer-bills"], true, _) => Route::CreateTransfer,
+            (["fund-app", "mch-transfer", "transfer-bills", "out-bill-no", no], _, true) => {
+                Route::TransferByOutBillNo((*no).into())
+            }
+            (["fund-app", "mch-transfer", "transfer-bills", "transfer-bill-no", no], _, true) => {
+                Route::TransferByBillNo((*no).into())
+            }
+            (["fund-app", "mch-transfer", "transfer-bills", "out-bill-no", no, "cancel"], true, _) => {
+                Route::CancelTransfer((*no).into())
+            }
             _ => return None,
         };
         if s.iter().any(|x| x.is_empty()) {
@@ -103,6 +119,10 @@ impl Route {
             Route::TradeBill => E::TradeBill,
             Route::FundFlowBill => E::FundFlowBill,
             Route::BillDownload => E::DownloadBill,
+            Route::CreateTransfer => E::CreateTransferBill,
+            Route::TransferByOutBillNo(_) => E::QueryTransferByOutBillNo,
+            Route::TransferByBillNo(_) => E::QueryTransferByBillNo,
+            Route::CancelTransfer(_) => E::CancelTransferBill,
         }
     }
 
@@ -115,7 +135,11 @@ impl Route {
 }
 
 /// The v3 paths faults may name: the served endpoints' templates.
-pub const FAULT_PATHS: [&str; 10] = [
+pub const FAULT_PATHS: [&str; 14] = [
+    "/v3/fund-app/mch-transfer/transfer-bills",
+    "/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}",
+    "/v3/fund-app/mch-transfer/transfer-bills/transfer-bill-no/{transfer_bill_no}",
+    "/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}/cancel",
     "/v3/bill/tradebill",
     "/v3/bill/fundflowbill",
     BILL_DOWNLOAD_PATH,
@@ -285,6 +309,8 @@ fn dispatch(
     body: &[u8],
 ) -> V3Reply {
     let body = if req.method() == actix_web::http::Method::POST {
+        // Cancel has no body: an empty one reads as `{}`.
+        let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
         match serde_json::from_slice::<Value>(body) {
             Ok(v) if v.is_object() => v,
             // Guess at WeChat's wording for a body that is not a JSON object.
@@ -310,6 +336,10 @@ fn dispatch(
         Route::TradeBill => bills::trade_bill(st, &call),
         Route::FundFlowBill => bills::fund_flow_bill(st, &call),
         Route::BillDownload => bills::download(st, &call),
+        Route::CreateTransfer => transfer::create(shared, st, fx, &call),
+        Route::TransferByOutBillNo(no) => transfer::query(shared, st, fx, &call, transfer::BillRef::OutBillNo(no)),
+        Route::TransferByBillNo(no) => transfer::query(shared, st, fx, &call, transfer::BillRef::BillNo(no)),
+        Route::CancelTransfer(no) => transfer::cancel(shared, st, fx, &call, no),
     }
 }
 

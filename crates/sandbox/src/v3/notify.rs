@@ -12,6 +12,21 @@ use wxpay::v3::api::format_v3_time;
 use crate::Shared;
 use crate::state::{Order, Refund, RefundStatus, State, nonce};
 
+/// The envelope around an already sealed resource.
+pub(crate) fn envelope_with(st: &State, event_type: &str, summary: &str, resource: &EncryptedResource) -> String {
+    let id = nonce().to_lowercase();
+    let id = format!("{}-{}-{}-{}-{}", &id[..8], &id[8..12], &id[12..16], &id[16..20], &id[20..32]);
+    json!({
+        "id": id,
+        "create_time": format_v3_time(st.clock.now()),
+        "resource_type": "encrypt-resource",
+        "event_type": event_type,
+        "summary": summary,
+        "resource": resource,
+    })
+    .to_string()
+}
+
 /// The envelope for one event, its resource sealed with `mch_id`'s APIv3 key.
 fn envelope(
     shared: &Shared,
@@ -25,19 +40,7 @@ fn envelope(
     let mch = shared.merchants.get(mch_id)?;
     let resource =
         EncryptedResource::seal(&mch.cfg.api_v3_key, &payload.to_string(), &nonce()[..12], kind, Some(kind)).ok()?;
-    let id = nonce().to_lowercase();
-    let id = format!("{}-{}-{}-{}-{}", &id[..8], &id[8..12], &id[12..16], &id[16..20], &id[20..32]);
-    Some(
-        json!({
-            "id": id,
-            "create_time": format_v3_time(st.clock.now()),
-            "resource_type": "encrypt-resource",
-            "event_type": event_type,
-            "summary": summary,
-            "resource": resource,
-        })
-        .to_string(),
-    )
+    Some(envelope_with(st, event_type, summary, &resource))
 }
 
 /// Records the `TRANSACTION.SUCCESS` notification of a paid v3 order.
