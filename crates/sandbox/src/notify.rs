@@ -233,6 +233,7 @@ async fn post(shared: &Shared, n: &Outgoing, probe: bool) -> Attempt {
             for (k, v) in h.pairs() {
                 req = req.header(k, v);
             }
+            req = req.header(crate::v3::SIGNATURE_TYPE.0, crate::v3::SIGNATURE_TYPE.1);
         }
     } else {
         req = req.header("Content-Type", "text/xml; charset=utf-8");

@@ -170,6 +170,8 @@ async fn pay_and_refund_flow(mode: V3Mode) {
     let tx = paid.transaction_id.clone().unwrap();
     let got = rx.wait_for(1).await;
     let (envelope, event) = parse(c.verifier(), &key, &got[0]).expect("notification verifies and decrypts");
+    let sig_type = got[0].0.iter().find(|(k, _)| k == "wechatpay-signature-type").map(|(_, v)| v.as_str());
+    assert_eq!(sig_type, Some("WECHATPAY2-SHA256-RSA2048"));
     assert_eq!(envelope.event_type, "TRANSACTION.SUCCESS");
     assert_eq!(envelope.resource.associated_data.as_deref(), Some("transaction"));
     let Event::Payment(t) = event else { panic!("not a payment: {event:?}") };
@@ -263,6 +265,7 @@ async fn bad_request_signatures_are_401_sign_error() {
     let (s, h, b) = raw(&sb, Method::Get, &path, "", None).await;
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!((s, v["code"].as_str()), (404, Some("ORDER_NOT_EXIST")));
+    assert_eq!(header(&h, "Wechatpay-Signature-Type"), Some("WECHATPAY2-SHA256-RSA2048"));
     verifier(&sb, V3Mode::PublicKey)
         .verify_lookup(|n| header(&h, n), &b, chrono::Utc::now().timestamp())
         .expect("error answers are signed too");

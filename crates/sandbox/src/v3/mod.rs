@@ -209,6 +209,7 @@ impl V3Reply {
             for (k, v) in sign_now(s, &self.body).pairs() {
                 b.insert_header((k, v.to_owned()));
             }
+            b.insert_header(SIGNATURE_TYPE);
         }
         if self.status == StatusCode::NO_CONTENT {
             return b.finish();
@@ -216,6 +217,10 @@ impl V3Reply {
         b.content_type(self.content_type).body(self.body)
     }
 }
+
+/// WeChat sends the algorithm beside the signature; some SDKs (wechatpayv3) refuse an
+/// answer or notification without it.
+pub const SIGNATURE_TYPE: (&str, &str) = ("Wechatpay-Signature-Type", "WECHATPAY2-SHA256-RSA2048");
 
 /// WeChat's signature headers over `body`, at real time now (not the sandbox clock:
 /// receivers check the timestamp against their own real clocks).
