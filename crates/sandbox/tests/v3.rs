@@ -444,6 +444,16 @@ async fn v3_faults_lost_answer_500_unsigned_and_signtest() {
     .unwrap();
     assert_eq!(c.jsapi_prepay(&prepay(&sb, "F1", 100, &rx.url)).await.unwrap().failed_code(), Some("NO_AUTH"));
     assert!(sb.add_fault(Fault { path: "/pay/unifiedorder".into(), kind: FaultKind::Unsigned, times: None }).is_err());
+    // Drop: no answer and nothing done; delay: slower, then handled normally.
+    let query = "/v3/pay/transactions/out-trade-no/{out_trade_no}";
+    sb.add_fault(fault(FaultKind::Drop)).unwrap();
+    assert!(c.jsapi_prepay(&prepay(&sb, "F2", 100, &rx.url)).await.unwrap().is_unknown());
+    assert!(!sb.orders().iter().any(|o| o.out_trade_no == "F2"), "a dropped call does nothing");
+    sb.add_fault(Fault { path: query.into(), kind: FaultKind::Delay { delay_ms: 300 }, times: Some(1) }).unwrap();
+    let started = std::time::Instant::now();
+    let q = success(c.query_by_out_trade_no(&QueryByOutTradeNo { out_trade_no: "F1".into() }).await.unwrap());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(q.trade_state, TradeState::NotPay);
 
     // A dropped attempt, then on the next rung a SIGNTEST probe before the real attempt.
     sb.add_fault(Fault { path: "notify/pay".into(), kind: FaultKind::Drop, times: Some(1) }).unwrap();
