@@ -177,6 +177,9 @@ pub struct Limits {
     pub redpack_daily_user_count: u32,
     /// Largest number of shares in a group red packet.
     pub group_max_num: u32,
+    /// v3 transfer-bill calls per second per merchant (429 `FREQUENCY_LIMITED` above it;
+    /// WeChat: about 100/s).
+    pub transfer_bill_calls_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -193,6 +196,7 @@ impl Default for Limits {
             redpack_scene_max_fen: 499_900,
             redpack_daily_user_count: 10,
             group_max_num: 20,
+            transfer_bill_calls_per_sec: 100,
         }
     }
 }

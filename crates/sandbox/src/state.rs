@@ -323,6 +323,8 @@ pub struct State {
     /// v3 transfer bills (商家转账) by (mch_id, out_bill_no).
     pub transfer_bills: BTreeMap<Key, TransferBill>,
     pub by_transfer_bill_no: HashMap<String, Key>,
+    /// Transfer-bill calls per merchant in the current real second: (second, count).
+    pub transfer_rate: HashMap<String, (i64, u32)>,
     /// v3 bill files behind their `download_url` tokens.
     pub bill_files: HashMap<String, BillFile>,
     seq: u64,

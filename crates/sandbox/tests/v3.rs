@@ -709,3 +709,31 @@ async fn transfer_bills_in_public_key_mode() {
 async fn transfer_bills_in_certificate_mode() {
     transfer_bill_flow(V3Mode::Certificate).await;
 }
+
+/// Transfer-bill calls above the per-merchant rate are 429 FREQUENCY_LIMITED (Unknown to
+/// the client) and do nothing.
+#[tokio::test]
+async fn transfer_bill_rate_limit() {
+    use wxpay::v3::api::QueryTransferByOutBillNo;
+    let mut cfg = config(V3Mode::PublicKey);
+    cfg.merchants[0].limits.transfer_bill_calls_per_sec = 2;
+    let env = common::Env::with(cfg).await;
+    let c = client(&env.sb, V3Mode::PublicKey);
+    let mut limited = false;
+    // Three calls inside one second exceed 2/s; a round that straddles a second is retried.
+    for round in 0..5 {
+        let q = QueryTransferByOutBillNo { out_bill_no: "NONE".into() };
+        c.query_transfer_by_out_bill_no(&q).await.unwrap();
+        c.query_transfer_by_out_bill_no(&q).await.unwrap();
+        let third = c.create_transfer_bill(&transfer(&env, &format!("RL{round}"), 100, None)).await.unwrap();
+        if third.is_unknown() {
+            assert!(env.sb.balance(MCH).is_positive());
+            let listed = env.get_json("/sandbox/transfer-bills").await;
+            assert!(listed.as_array().unwrap().iter().all(|b| b["out_bill_no"] != format!("RL{round}")));
+            limited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert!(limited, "the third call within a second is limited");
+}

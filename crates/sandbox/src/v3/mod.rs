@@ -126,6 +126,17 @@ impl Route {
         }
     }
 
+    /// The transfer-bill calls, which share WeChat's per-merchant rate limit.
+    pub fn is_transfer(&self) -> bool {
+        matches!(
+            self,
+            Route::CreateTransfer
+                | Route::TransferByOutBillNo(_)
+                | Route::TransferByBillNo(_)
+                | Route::CancelTransfer(_)
+        )
+    }
+
     pub fn fault_path(&self) -> &'static str {
         match self {
             Route::BillDownload => BILL_DOWNLOAD_PATH,
@@ -269,6 +280,10 @@ pub(crate) async fn handle(req: HttpRequest, body: Bytes, shared: S) -> HttpResp
             return V3Reply::error(status_for(err_code), err_code, msg).into_http(Some(signer), true);
         }
         _ => {}
+    }
+    if route.is_transfer() && !shared.lock().within_transfer_rate(&mch) {
+        return V3Reply::error(StatusCode::TOO_MANY_REQUESTS, "FREQUENCY_LIMITED", "请求过于频繁，请稍后再试")
+            .into_http(Some(signer), true);
     }
     let mut fx = Effects::default();
     let reply = {
@@ -423,6 +438,20 @@ fn authenticate(shared: &Shared, req: &HttpRequest, body: &[u8]) -> Result<Arc<M
             });
             Err(fail(sign_error("签名错误，请检查后再试", Some(detail))))
         }
+    }
+}
+
+impl State {
+    /// Counts one transfer-bill call; false when the merchant is over its per-second limit
+    /// (counted in real seconds: the limit protects WeChat's servers, not its clock).
+    fn within_transfer_rate(&mut self, mch: &Merchant) -> bool {
+        let now = chrono::Utc::now().timestamp();
+        let e = self.transfer_rate.entry(mch.cfg.mch_id.clone()).or_insert((now, 0));
+        if e.0 != now {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        e.1 <= mch.cfg.limits.transfer_bill_calls_per_sec
     }
 }
 
