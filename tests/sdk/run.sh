@@ -2,7 +2,8 @@
 # Runs tests/sdk/wechatpy_smoke.py against a fresh `minipay sandbox`: builds the binary,
 # installs wechatpy from PyPI if missing, starts the sandbox on free ports with its
 # certificates in a temporary directory, runs the script, stops the sandbox.
-# Exits non-zero on any failure. Used by .ci/run.
+# Then runs tests/sdk/run_v3.sh (wechatpayv3, APIv3). Exits non-zero on any failure. Used by
+# .ci/run.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -49,3 +50,6 @@ export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 
 echo "wechatpy $("$PY" -c 'import wechatpy; print(wechatpy.__version__)') against $SANDBOX_HTTPS_URL"
 "$PY" tests/sdk/wechatpy_smoke.py
+
+# APIv3: the wechatpayv3 SDK in public-key and certificate mode (its own sandboxes).
+MINIPAY_BIN="$bin" "$root/tests/sdk/run_v3.sh"

@@ -3,7 +3,10 @@
 //! It prints `SANDBOX_HTTP_URL=…` and `SANDBOX_HTTPS_URL=…` lines on stdout once both
 //! listeners are up (scripts started with `--port 0` read the ports from there), and with
 //! `--certs-dir` writes `ca.pem`, `apiclient_cert.pem`, `apiclient_key.pem` and
-//! `apiclient_cert.p12` (password = mch_id) for clients.
+//! `apiclient_cert.p12` (password = mch_id) for clients, plus the APIv3 files
+//! (`apiclient_serial_no.txt`, `apiv3_key.txt`, `v3_mode.txt`, `wechatpay_public_key.pem` +
+//! `wechatpay_public_key_id.txt` and/or `wechatpay_platform_cert.pem`), also per merchant
+//! under `<mch_id>/`.
 
 use std::io::Write;
 use std::path::PathBuf;

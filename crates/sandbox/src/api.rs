@@ -24,5 +24,7 @@ pub fn dispatch(shared: &Shared, st: &mut State, fx: &mut Effects, call: &Call) 
 
 /// Whether a fault may name this path: a WeChat Pay endpoint or a WeChat API path.
 pub fn known_path(path: &str) -> bool {
-    ENDPOINTS.iter().any(|e| e.path() == path) || crate::weixin::PATHS.contains(&path)
+    ENDPOINTS.iter().any(|e| e.path() == path)
+        || crate::weixin::PATHS.contains(&path)
+        || crate::v3::FAULT_PATHS.contains(&path)
 }

@@ -19,7 +19,7 @@ use wxpay::bill::{BillWriter, FlowDirection, FundFlowRow, FundFlowWriter, MilliF
 use wxpay::xml::Params;
 
 use crate::clock::{bill_day, from_local, local};
-use crate::config::{BillLayout, fee_millifen, fee_rate_label};
+use crate::config::{BillLayout, MerchantConfig, fee_millifen, fee_rate_label};
 use crate::state::{State, TradeState};
 use crate::wire::{Call, Reply};
 
@@ -32,6 +32,42 @@ fn bill_error(msg: &str, code: &str) -> Reply {
     Reply::Xml(p)
 }
 
+/// Why a bill cannot be handed out (v2 and v3 word each differently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BillProblem {
+    /// Older than three months.
+    TooOld,
+    /// Before 10:00 of the next day.
+    Creating,
+    /// No rows for the day and type.
+    NoBill,
+    /// The writer failed.
+    System,
+}
+
+fn v2_problem(p: BillProblem) -> Reply {
+    match p {
+        BillProblem::TooOld => bill_error("invalid bill_date", "20001"),
+        BillProblem::Creating => bill_error("Bill Creating", "20002"),
+        BillProblem::NoBill => bill_error("No Bill Exist", "20002"),
+        BillProblem::System => bill_error("SYSTEMERROR", "20007"),
+    }
+}
+
+/// Whether the day's bill exists yet on the sandbox clock, and is still kept.
+pub fn check_ready(st: &State, day: NaiveDate) -> Result<(), BillProblem> {
+    let now = st.clock.now();
+    let ready_at = day.succ_opt().and_then(|d| from_local(d.and_time(NaiveTime::from_hms_opt(10, 0, 0)?)));
+    if ready_at.is_none_or(|t| now < t) {
+        return Err(BillProblem::Creating);
+    }
+    // WeChat keeps bills for three months.
+    if bill_day(now) - day > Duration::days(92) {
+        return Err(BillProblem::TooOld);
+    }
+    Ok(())
+}
+
 /// Checks bill_date and tar_type, and whether the day's bill exists yet.
 fn check_day(st: &State, call: &Call) -> Result<(NaiveDate, bool), Reply> {
     let day = NaiveDate::parse_from_str(call.get("bill_date"), "%Y%m%d")
@@ -41,26 +77,24 @@ fn check_day(st: &State, call: &Call) -> Result<(NaiveDate, bool), Reply> {
         Some("GZIP") => true,
         Some(_) => return Err(bill_error("invalid tar_type", "20001")),
     };
-    let now = st.clock.now();
-    let ready_at = day.succ_opt().and_then(|d| from_local(d.and_time(NaiveTime::from_hms_opt(10, 0, 0)?)));
-    if ready_at.is_none_or(|t| now < t) {
-        return Err(bill_error("Bill Creating", "20002"));
-    }
-    // WeChat keeps bills for three months.
-    if bill_day(now) - day > Duration::days(92) {
-        return Err(bill_error("invalid bill_date", "20001"));
-    }
+    check_ready(st, day).map_err(v2_problem)?;
     Ok((day, gzip))
 }
 
-fn body(text: Vec<u8>, gzip: bool) -> Reply {
+/// The file as served: the text, gzipped when asked.
+pub fn maybe_gzip(text: Vec<u8>, gzip: bool) -> Result<Vec<u8>, BillProblem> {
     if !gzip {
-        return Reply::Bytes { body: text, content_type: "text/plain; charset=utf-8" };
+        return Ok(text);
     }
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    match enc.write_all(&text).and_then(|()| enc.finish()) {
-        Ok(gz) => Reply::Bytes { body: gz, content_type: "application/x-gzip" },
-        Err(_) => bill_error("SYSTEMERROR", "20007"),
+    enc.write_all(&text).and_then(|()| enc.finish()).map_err(|_| BillProblem::System)
+}
+
+fn body(text: Vec<u8>, gzip: bool) -> Reply {
+    match maybe_gzip(text, gzip) {
+        Ok(b) if gzip => Reply::Bytes { body: b, content_type: "application/x-gzip" },
+        Ok(b) => Reply::Bytes { body: b, content_type: "text/plain; charset=utf-8" },
+        Err(p) => v2_problem(p),
     }
 }
 
@@ -73,10 +107,23 @@ pub fn downloadbill(st: &mut State, call: &Call) -> Reply {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let mch = &call.mch.cfg;
+    match trade_bill_text(st, &call.mch.cfg, day, bill_type) {
+        Ok(text) => body(text, gzip),
+        Err(p) => v2_problem(p),
+    }
+}
+
+/// The trade bill text of one day (`bill_type` ALL, SUCCESS, REFUND or RECHARGE_REFUND),
+/// the same for v2 `downloadbill` and the v3 download URL.
+pub fn trade_bill_text(
+    st: &State,
+    mch: &MerchantConfig,
+    day: NaiveDate,
+    bill_type: &str,
+) -> Result<Vec<u8>, BillProblem> {
     let rows = trade_rows(st, &mch.mch_id, day, mch.fee_rate_per_100k, bill_type);
     if rows.is_empty() {
-        return bill_error("No Bill Exist", "20002");
+        return Err(BillProblem::NoBill);
     }
     let layout = match (bill_type, mch.bill_layout) {
         ("ALL", BillLayout::Legacy) => TradeLayout::Legacy,
@@ -91,10 +138,7 @@ pub fn downloadbill(st: &mut State, call: &Call) -> Reply {
         }
         w.finish()
     });
-    match written {
-        Ok(text) => body(text, gzip),
-        Err(_) => bill_error("SYSTEMERROR", "20007"),
-    }
+    written.map_err(|_| BillProblem::System)
 }
 
 /// The day's rows for a bill type, in time order.
@@ -190,12 +234,20 @@ pub fn downloadfundflow(st: &mut State, call: &Call) -> Reply {
         Ok(x) => x,
         Err(r) => return r,
     };
+    match fund_flow_text(st, &call.mch.cfg.mch_id, day, account) {
+        Ok(text) => body(text, gzip),
+        Err(p) => v2_problem(p),
+    }
+}
+
+/// The fund-flow bill text of one day and account (`Basic`, `Operation`, `Fees`).
+pub fn fund_flow_text(st: &State, mch_id: &str, day: NaiveDate, account: &str) -> Result<Vec<u8>, BillProblem> {
     // Everything the sandbox books moves the basic account; the operation and fees accounts
     // stay empty (guess: a merchant without the operation account enabled).
     let entries: Vec<FundFlowRow> = if account == "Basic" {
         st.fund
             .iter()
-            .filter(|f| f.mch_id == call.mch.cfg.mch_id && bill_day(f.at) == day)
+            .filter(|f| f.mch_id == mch_id && bill_day(f.at) == day)
             .map(|f| FundFlowRow {
                 booked_at: local(f.at),
                 business_no: f.biz_no.clone(),
@@ -214,7 +266,7 @@ pub fn downloadfundflow(st: &mut State, call: &Call) -> Reply {
         Vec::new()
     };
     if entries.is_empty() {
-        return bill_error("No Bill Exist", "20002");
+        return Err(BillProblem::NoBill);
     }
     let written = FundFlowWriter::new(Vec::new()).and_then(|mut w| {
         for e in &entries {
@@ -222,8 +274,5 @@ pub fn downloadfundflow(st: &mut State, call: &Call) -> Reply {
         }
         w.finish()
     });
-    match written {
-        Ok(text) => body(text, gzip),
-        Err(_) => bill_error("SYSTEMERROR", "20007"),
-    }
+    written.map_err(|_| BillProblem::System)
 }

@@ -6,6 +6,7 @@
 //! disagree on them.
 
 use serde::Deserialize;
+use wxpay::v3::ApiV3Key;
 use wxpay::{ApiKey, Fen};
 
 /// The demo merchant number, app id and API key: public test values from WeChat's own
@@ -14,6 +15,10 @@ pub const DEMO_MCH_ID: &str = "1900000109";
 pub const DEMO_APPID: &str = "wxd930ea5d5a258f4f";
 pub const DEMO_API_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 pub const DEMO_APP_SECRET: &str = "sandbox-demo-app-secret-0123456789";
+/// The demo merchant's APIv3 key (32 ASCII bytes; a sandbox value, not WeChat's).
+pub const DEMO_API_V3_KEY: &str = "minipaySandboxApiV3Key0123456789";
+/// The demo merchant's WeChat Pay public key id (the shape WeChat prints; a sandbox value).
+pub const DEMO_PUB_KEY_ID: &str = "PUB_KEY_ID_0119000001092025120200000000000001";
 /// The demo user, whose real name (`张三`) FORCE_CHECK payouts must match.
 pub const DEMO_USER: &str = "demo-user";
 
@@ -48,6 +53,9 @@ pub struct SandboxConfig {
     pub time_scale: f64,
     /// Sandbox seconds a refund stays PROCESSING before it succeeds.
     pub refund_delay_secs: u64,
+    /// Sandbox seconds a v3 transfer bill waits for the user's confirmation before it is
+    /// CANCELLED (WeChat: about 24 hours, *unverified*).
+    pub transfer_confirm_secs: u64,
     /// How long one notification POST may take before it counts as failed (real ms).
     pub notify_timeout_ms: u64,
     /// Intervals between notification attempts (seconds, before scaling).
@@ -67,6 +75,7 @@ impl Default for SandboxConfig {
             tls_port: 0,
             time_scale: 1.0,
             refund_delay_secs: 5,
+            transfer_confirm_secs: 86_400,
             notify_timeout_ms: 5000,
             retry_schedule_secs: WECHAT_RETRY_SCHEDULE_SECS.to_vec(),
             workers: 2,
@@ -104,6 +113,26 @@ pub struct MerchantConfig {
     /// Where refund notifications go when neither the refund request nor the order names one.
     pub refund_notify_url: Option<String>,
     pub limits: Limits,
+    /// APIv3: the 32-byte key that encrypts notification resources and certificates.
+    pub api_v3_key: ApiV3Key,
+    /// APIv3: how WeChat signs answers and notifications for this merchant.
+    pub v3_mode: V3Mode,
+    /// APIv3: the id of the WeChat Pay public key (`PUB_KEY_ID_…`).
+    pub pub_key_id: String,
+}
+
+/// How WeChat signs APIv3 answers and notifications for a merchant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum V3Mode {
+    /// Platform certificates (merchants onboarded before late 2024); `/v3/certificates` serves them.
+    Certificate,
+    /// The WeChat Pay public key only; `/v3/certificates` answers 404 `RESOURCE_NOT_EXISTS`.
+    #[default]
+    PublicKey,
+    /// Both while the merchant switches: each answer and notification is signed at random by
+    /// either key (WeChat's documented behaviour during the switch).
+    Switching,
 }
 
 impl Default for MerchantConfig {
@@ -117,6 +146,9 @@ impl Default for MerchantConfig {
             bill_layout: BillLayout::Current,
             refund_notify_url: None,
             limits: Limits::default(),
+            api_v3_key: ApiV3Key::new(DEMO_API_V3_KEY).expect("the demo APIv3 key is 32 bytes"),
+            v3_mode: V3Mode::PublicKey,
+            pub_key_id: DEMO_PUB_KEY_ID.into(),
         }
     }
 }
@@ -145,6 +177,9 @@ pub struct Limits {
     pub redpack_daily_user_count: u32,
     /// Largest number of shares in a group red packet.
     pub group_max_num: u32,
+    /// v3 transfer-bill calls per second per merchant (429 `FREQUENCY_LIMITED` above it;
+    /// WeChat: about 100/s).
+    pub transfer_bill_calls_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -161,6 +196,7 @@ impl Default for Limits {
             redpack_scene_max_fen: 499_900,
             redpack_daily_user_count: 10,
             group_max_num: 20,
+            transfer_bill_calls_per_sec: 100,
         }
     }
 }
@@ -243,6 +279,9 @@ impl SandboxConfig {
             if m.api_key.expose().is_empty() {
                 return bad(format!("merchant {} has an empty api_key", m.mch_id));
             }
+            if !m.pub_key_id.starts_with("PUB_KEY_ID_") {
+                return bad(format!("merchant {}: pub_key_id must start with PUB_KEY_ID_", m.mch_id));
+            }
             if m.fee_rate_per_100k < 0 || m.balance_fen < 0 {
                 return bad(format!("merchant {}: negative fee rate or balance", m.mch_id));
             }
@@ -302,6 +341,8 @@ mod tests {
             api_key = "k"
             appids = ["wx1"]
             bill_layout = "legacy"
+            v3_mode = "switching"
+            api_v3_key = "0123456789abcdef0123456789abcdef"
             [merchants.limits]
             transfer_min_fen = 30
             [[users]]
@@ -312,6 +353,11 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.merchants[0].bill_layout, BillLayout::Legacy);
         assert_eq!(cfg.merchants[0].limits.transfer_min_fen, 30);
+        assert_eq!(cfg.merchants[0].v3_mode, V3Mode::Switching);
+        assert_eq!(cfg.merchants[0].pub_key_id, DEMO_PUB_KEY_ID);
+        assert!(
+            SandboxConfig::from_toml("[[merchants]]\nmch_id = \"1\"\napi_key = \"k\"\napi_v3_key = \"short\"").is_err()
+        );
         assert_eq!(cfg.merchants[0].limits.transfer_max_fen, 2_000_000);
         assert_eq!(cfg.apps[0].appid, DEMO_APPID);
         assert!(!format!("{:?}", cfg.merchants[0]).contains("api_key: \"k\""));

@@ -44,7 +44,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/redpacks", web::get().to(list_redpacks))
             .route("/notifications", web::get().to(list_notifications))
             .route("/messages", web::get().to(list_messages))
-            .route("/fundflow", web::get().to(list_fundflow)),
+            .route("/fundflow", web::get().to(list_fundflow))
+            .route("/transfer-bills", web::get().to(list_transfer_bills))
+            .route("/transfer-bills/{out_bill_no}/confirm", web::post().to(transfer_bill_confirm)),
     );
 }
 
@@ -76,6 +78,7 @@ async fn index(shared: S) -> HttpResponse {
             "GET|POST|DELETE /sandbox/faults", "POST /sandbox/jscode", "GET /sandbox/openid",
             "POST /sandbox/tokens/invalidate", "POST /sandbox/redpacks/open",
             "POST /sandbox/redpacks/expire", "POST /sandbox/refunds/settle",
+            "POST /sandbox/transfer-bills/{out_bill_no}/confirm", "GET /sandbox/transfer-bills",
             "GET|POST /sandbox/balance", "GET /sandbox/orders", "GET /sandbox/refunds",
             "GET /sandbox/transfers", "GET /sandbox/redpacks", "GET /sandbox/notifications",
             "GET /sandbox/messages", "GET /sandbox/fundflow"
@@ -335,4 +338,27 @@ async fn list_messages(shared: S) -> HttpResponse {
 async fn list_fundflow(shared: S, q: Query<MchQuery>) -> HttpResponse {
     let st = shared.lock();
     HttpResponse::Ok().json(st.fund.iter().filter(|f| keep(&q, &f.mch_id)).collect::<Vec<_>>())
+}
+
+/// Plays the user on a v3 transfer bill: `{"accept": bool, "mch_id"?, "fail_reason"?}`.
+async fn transfer_bill_confirm(
+    shared: S,
+    path: web::Path<String>,
+    req: Json<crate::v3::transfer::Confirm>,
+) -> HttpResponse {
+    let mut fx = Effects::default();
+    let r = crate::v3::transfer::confirm(&shared, &mut shared.lock(), &mut fx, &path, &req);
+    apply(&shared, fx);
+    match r {
+        Ok(b) => HttpResponse::Ok().json(b),
+        Err(e) => error(StatusCode::CONFLICT, "cannot_confirm", e),
+    }
+}
+
+async fn list_transfer_bills(shared: S, q: Query<MchQuery>) -> HttpResponse {
+    let mut fx = Effects::default();
+    crate::v3::transfer::expire_due(&shared, &mut shared.lock(), &mut fx);
+    apply(&shared, fx);
+    let st = shared.lock();
+    HttpResponse::Ok().json(st.transfer_bills.values().filter(|b| keep(&q, &b.mch_id)).collect::<Vec<_>>())
 }

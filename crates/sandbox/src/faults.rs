@@ -1,6 +1,9 @@
 //! Faults injected through `/sandbox/faults`: per WeChat endpoint path (an error code, a
 //! `return_code` FAIL, HTTP 500, a delay, a dropped connection, or "done but the answer is
-//! lost") and per notification kind (drop, duplicate, reorder, delay). Each fault fires for
+//! lost") and per notification kind (drop, duplicate, reorder, delay). APIv3 paths are
+//! named by their template (`/v3/pay/transactions/out-trade-no/{out_trade_no}`); there the
+//! error fault answers WeChat's JSON error with a matching HTTP status, and two kinds exist
+//! only for v3: an unsigned answer and a `WECHATPAY/SIGNTEST/` probe notification. Each fault fires for
 //! `times` calls, or until cleared when `times` is absent.
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +33,13 @@ pub enum FaultKind {
     /// Notifications only: hold the attempt until another notification has been sent (or
     /// `hold_ms` real milliseconds have passed, default 2000), so they arrive out of order.
     Reorder { hold_ms: Option<u64> },
+    /// APIv3 calls only: do the action and answer normally, but without the
+    /// `Wechatpay-*` signature headers (what a forged or tampered answer looks like).
+    Unsigned,
+    /// APIv3 notifications only: before the attempt, send WeChat's probe — the same body
+    /// with a `WECHATPAY/SIGNTEST/` signature — which the receiver must refuse (non-2xx).
+    /// The probe is recorded as its own attempt; the real attempt follows as usual.
+    SignTest,
 }
 
 /// One configured fault.
@@ -53,6 +63,10 @@ pub enum FaultError {
     CallOnly(&'static str),
     #[error("unknown path {0:?}")]
     UnknownPath(String),
+    #[error("fault kind {0} only applies to APIv3 paths (/v3/...)")]
+    V3Only(&'static str),
+    #[error("fault kind {0} does not apply to APIv3 paths")]
+    V2Only(&'static str),
     #[error("times must be at least 1")]
     ZeroTimes,
 }
@@ -68,12 +82,14 @@ impl FaultKind {
             FaultKind::LostAnswer => "lost_answer",
             FaultKind::Duplicate => "duplicate",
             FaultKind::Reorder { .. } => "reorder",
+            FaultKind::Unsigned => "unsigned",
+            FaultKind::SignTest => "signtest",
         }
     }
 }
 
 pub fn is_notify_path(path: &str) -> bool {
-    matches!(path, "notify" | "notify/pay" | "notify/refund")
+    matches!(path, "notify" | "notify/pay" | "notify/refund" | "notify/transfer")
 }
 
 /// The faults in force, in the order they were added.
@@ -92,12 +108,19 @@ impl Faults {
             fault.path.insert(0, '/');
         }
         let notify = is_notify_path(&fault.path);
+        let v3 = fault.path.starts_with("/v3/");
         match (&fault.kind, notify) {
-            (FaultKind::Duplicate | FaultKind::Reorder { .. }, false) => {
+            (FaultKind::Unsigned, false) if !v3 => return Err(FaultError::V3Only("unsigned")),
+            (FaultKind::ReturnFail { .. }, false) if v3 => return Err(FaultError::V2Only("return_fail")),
+            (FaultKind::Duplicate | FaultKind::Reorder { .. } | FaultKind::SignTest, false) => {
                 return Err(FaultError::NotifyOnly(fault.kind.name()));
             }
             (
-                FaultKind::Error { .. } | FaultKind::ReturnFail { .. } | FaultKind::Http500 | FaultKind::LostAnswer,
+                FaultKind::Error { .. }
+                | FaultKind::ReturnFail { .. }
+                | FaultKind::Http500
+                | FaultKind::LostAnswer
+                | FaultKind::Unsigned,
                 true,
             ) => {
                 return Err(FaultError::CallOnly(fault.kind.name()));
@@ -174,6 +197,28 @@ mod tests {
         assert_eq!(fs.take_notify("pay"), Some(FaultKind::Drop));
         fs.clear(Some("notify/pay"));
         assert_eq!(fs.take_notify("pay"), None);
+    }
+
+    #[test]
+    fn v3_kinds_fit_v3_paths_only() {
+        let mut fs = Faults::default();
+        let known = |p: &str| p == "/pay/unifiedorder" || p == "/v3/pay/transactions/jsapi";
+        assert_eq!(
+            fs.add(f("/pay/unifiedorder", FaultKind::Unsigned, None), known),
+            Err(FaultError::V3Only("unsigned"))
+        );
+        let rf = FaultKind::ReturnFail { return_msg: "x".into() };
+        assert_eq!(fs.add(f("/v3/pay/transactions/jsapi", rf, None), known), Err(FaultError::V2Only("return_fail")));
+        assert_eq!(
+            fs.add(f("/v3/pay/transactions/jsapi", FaultKind::SignTest, None), known),
+            Err(FaultError::NotifyOnly("signtest"))
+        );
+        assert_eq!(fs.add(f("notify", FaultKind::Unsigned, None), known), Err(FaultError::CallOnly("unsigned")));
+        fs.add(f("/v3/pay/transactions/jsapi", FaultKind::Unsigned, Some(1)), known).unwrap();
+        fs.add(f("notify/transfer", FaultKind::SignTest, Some(1)), known).unwrap();
+        assert_eq!(fs.take("/v3/pay/transactions/jsapi"), Some(FaultKind::Unsigned));
+        assert_eq!(fs.take_notify("transfer"), Some(FaultKind::SignTest));
+        assert_eq!(fs.take_notify("transfer"), None);
     }
 
     #[test]

@@ -34,6 +34,21 @@
 //! `/sandboxnew/`), `GET /sns/jscode2session`, `GET /cgi-bin/token`,
 //! `POST /cgi-bin/message/custom/send`.
 //!
+//! ## APIv3 paths ([`v3`])
+//! `POST /v3/pay/transactions/jsapi`, `GET /v3/pay/transactions/out-trade-no/{no}?mchid=`,
+//! `GET /v3/pay/transactions/id/{transaction_id}?mchid=`,
+//! `POST /v3/pay/transactions/out-trade-no/{no}/close`, `POST /v3/refund/domestic/refunds`,
+//! `GET /v3/refund/domestic/refunds/{out_refund_no}`, `GET /v3/certificates`,
+//! `GET /v3/bill/tradebill`, `GET /v3/bill/fundflowbill` (and their download URL),
+//! `POST /v3/fund-app/mch-transfer/transfer-bills`, its queries by out_bill_no and
+//! transfer_bill_no, and cancel. Each merchant
+//! has an APIv3 key, a merchant certificate serial (its client certificate's), a platform
+//! certificate and a WeChat Pay public key, and a mode (`certificate`, `public_key`,
+//! `switching`: [`V3Mode`]). Requests are checked exactly (401 `SIGN_ERROR`), answers and
+//! notifications signed; v3 orders and refunds share the v2 tables, and their
+//! notifications (`TRANSACTION.SUCCESS`, `REFUND.*`) are encrypted with the APIv3 key and
+//! retried on the same ladder until 200/204.
+//!
 //! ## Control API (JSON, under `/sandbox/`)
 //! | method + path | what |
 //! |---|---|
@@ -41,7 +56,7 @@
 //! | `POST /sandbox/pay` | pay an order: `{"prepay_id"}` or `{"out_trade_no", "mch_id"?}`, plus `"time"?` (RFC 3339 or Beijing `yyyy-MM-dd HH:mm:ss`), `"notify"?` (default true), `"bank_type"?` |
 //! | `POST /sandbox/fail` | fail an order (PAYERROR), same reference fields |
 //! | `GET /sandbox/clock` · `POST /sandbox/clock` | read; `{"set": time}`, `{"advance_secs": n}` or `{"reset": true}` |
-//! | `GET /sandbox/faults` · `POST /sandbox/faults` · `DELETE /sandbox/faults[?path=]` | list, add (see [`faults::Fault`]), clear |
+//! | `GET /sandbox/faults` · `POST /sandbox/faults` · `DELETE /sandbox/faults[?path=]` | list, add (see [`faults::Fault`]; v3 paths by template, plus `unsigned` and `signtest`), clear |
 //! | `POST /sandbox/jscode` | mint a login code: `{"user", "appid"?}` → `{"code", "openid", "unionid"}` |
 //! | `GET /sandbox/openid?user=&appid=` | a user's openid in an app |
 //! | `POST /sandbox/tokens/invalidate` | `{"appid"?}`: every access token (of the app) now answers 40001 |
@@ -49,6 +64,8 @@
 //! | `POST /sandbox/redpacks/expire` | `{"mch_billno", "mch_id"?}`: unreceived money goes back (REFUND) now |
 //! | `POST /sandbox/refunds/settle` | `{"out_refund_no", "mch_id"?, "status"?}`: finish a PROCESSING refund now (SUCCESS, CHANGE or REFUNDCLOSE) |
 //! | `GET /sandbox/balance?mch_id=` · `POST /sandbox/balance` | read; `{"mch_id"?, "balance_fen"}` |
+//! | `POST /sandbox/transfer-bills/{out_bill_no}/confirm` | the user on a v3 transfer bill: `{"accept", "mch_id"?, "fail_reason"?}` → SUCCESS or FAIL |
+//! | `GET /sandbox/transfer-bills` | v3 transfer bills (`?mch_id=` filters) |
 //! | `GET /sandbox/orders` `/refunds` `/transfers` `/redpacks` `/notifications` `/messages` `/fundflow` | what the sandbox holds (`?mch_id=` filters) |
 //!
 //! ## Layout
@@ -74,13 +91,14 @@ mod mkt;
 mod notify;
 mod pay;
 mod server;
+pub mod v3;
 mod weixin;
 mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use config::{AppConfig, BillLayout, Limits, MerchantConfig, SandboxConfig, UserConfig};
+pub use config::{AppConfig, BillLayout, Limits, MerchantConfig, SandboxConfig, UserConfig, V3Mode};
 pub use faults::{Fault, FaultKind};
 pub use pay::{PayError, PayOrder};
 pub use server::{Sandbox, SandboxError};
@@ -90,6 +108,8 @@ pub use state::{Message, Notification, Order, RedPack, Refund, Transfer};
 #[derive(Debug)]
 pub struct Merchant {
     pub cfg: MerchantConfig,
+    /// APIv3 keys: the merchant's certificate serial and public key, WeChat's signing keys.
+    pub v3: v3::keys::V3Keys,
 }
 
 /// Work a handler leaves for after the lock is released: notifications to deliver and

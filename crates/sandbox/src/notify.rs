@@ -3,6 +3,10 @@
 //! WeChat's schedule (15s, 15s, 30s, 3m, 10m, 20m, 30m, 30m, 30m, 60m, 3h, 3h, 3h, 6h, 6h)
 //! times `time_scale` until the receiver answers `return_code` SUCCESS. Every attempt is
 //! recorded (time, HTTP status, an excerpt of the reply) for `/sandbox/notifications`.
+//!
+//! APIv3 notifications (built in [`crate::v3::notify`]) ride the same ladder and faults;
+//! each attempt is signed afresh (WeChat's timestamps must be within 300 s of the
+//! receiver's clock, and retries span a day) and succeeds on HTTP 200 or 204.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +22,9 @@ use crate::wire::fields;
 
 /// Records a payment notification for `order`; the caller starts its delivery.
 pub fn queue_pay(shared: &Shared, st: &mut State, order: &Order) -> u64 {
+    if order.v3 {
+        return crate::v3::notify::queue_pay(shared, st, order);
+    }
     let mch = &shared.merchants[&order.mch_id];
     let mut p = fields([
         ("return_code", "SUCCESS".to_owned()),
@@ -45,13 +52,16 @@ pub fn queue_pay(shared: &Shared, st: &mut State, order: &Order) -> u64 {
     }
     let s = sign::sign(&p, &mch.cfg.api_key, order.sign_type);
     p.insert("sign".into(), s);
-    record(st, "pay", &order.mch_id, &order.out_trade_no, None, &order.notify_url, xml::encode(&p))
+    record(st, "pay", false, &order.mch_id, &order.out_trade_no, None, &order.notify_url, xml::encode(&p))
 }
 
 /// Records a refund notification for the refund at `key` (in its current final state);
 /// `None` when there is nowhere to send it.
 pub fn queue_refund(shared: &Shared, st: &mut State, key: &Key) -> Option<u64> {
     let r = st.refunds.get(key)?.clone();
+    if r.v3 {
+        return crate::v3::notify::queue_refund(shared, st, &r);
+    }
     let url = r.notify_url.clone()?;
     let mch = &shared.merchants[&r.mch_id];
     let mut inner = fields([
@@ -79,12 +89,16 @@ pub fn queue_refund(shared: &Shared, st: &mut State, key: &Key) -> Option<u64> {
         ("nonce_str", nonce()),
         ("req_info", req_info),
     ]);
-    Some(record(st, "refund", &r.mch_id, &r.out_trade_no, Some(&r.out_refund_no), &url, xml::encode(&outer)))
+    Some(record(st, "refund", false, &r.mch_id, &r.out_trade_no, Some(&r.out_refund_no), &url, xml::encode(&outer)))
 }
 
-fn record(
+/// Records a notification of `kind` (`pay`, `refund`, `transfer`); `v3` picks the v3
+/// delivery (signed JSON). `out_trade_no` holds the business number (out_bill_no for transfers).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record(
     st: &mut State,
     kind: &str,
+    v3: bool,
     mch_id: &str,
     out_trade_no: &str,
     out_refund_no: Option<&str>,
@@ -96,6 +110,7 @@ fn record(
     st.notifications.push(Notification {
         id,
         kind: kind.to_owned(),
+        v3,
         mch_id: mch_id.to_owned(),
         out_trade_no: out_trade_no.to_owned(),
         out_refund_no: out_refund_no.map(str::to_owned),
@@ -114,13 +129,20 @@ pub async fn deliver(shared: Arc<Shared>, id: u64) {
     let waits = std::iter::once(0).chain(shared.cfg.retry_schedule_secs.iter().copied());
     for wait in waits {
         tokio::time::sleep(shared.cfg.scaled(Duration::from_secs(wait))).await;
-        let Some((kind, url, body)) = ({
+        let Some(n) = ({
             let st = shared.lock();
-            st.notifications.iter().find(|n| n.id == id).map(|n| (n.kind.clone(), n.url.clone(), n.body.clone()))
+            st.notifications.iter().find(|n| n.id == id).map(|n| Outgoing {
+                kind: n.kind.clone(),
+                v3: n.v3,
+                mch_id: n.mch_id.clone(),
+                url: n.url.clone(),
+                body: n.body.clone(),
+            })
         }) else {
             return;
         };
-        let fault = shared.lock().faults.take_notify(&kind);
+        let kind = &n.kind;
+        let fault = shared.lock().faults.take_notify(kind);
         let copies = match &fault {
             Some(FaultKind::Drop) => {
                 push_attempt(&shared, id, dropped());
@@ -136,11 +158,22 @@ pub async fn deliver(shared: Arc<Shared>, id: u64) {
                 1
             }
             Some(FaultKind::Duplicate) => 2,
+            Some(FaultKind::SignTest) if n.v3 => {
+                let mut probe = post(&shared, &n, true).await;
+                probe.fault = Some("signtest".into());
+                if probe.success {
+                    probe.error = Some("the receiver accepted a SIGNTEST probe (it must answer non-2xx)".into());
+                }
+                // A probe never counts as delivery, whatever the receiver said.
+                probe.success = false;
+                push_attempt(&shared, id, probe);
+                1
+            }
             _ => 1,
         };
         let mut delivered = false;
         for _ in 0..copies {
-            let mut a = post(&shared, &url, &body).await;
+            let mut a = post(&shared, &n, false).await;
             a.fault = fault.as_ref().map(fault_name);
             delivered |= a.success;
             push_attempt(&shared, id, a);
@@ -159,6 +192,7 @@ fn fault_name(f: &FaultKind) -> String {
         FaultKind::Delay { .. } => "delay",
         FaultKind::Reorder { .. } => "reorder",
         FaultKind::Duplicate => "duplicate",
+        FaultKind::SignTest => "signtest",
         _ => "other",
     }
     .to_owned()
@@ -175,16 +209,36 @@ fn dropped() -> Attempt {
     }
 }
 
-async fn post(shared: &Shared, url: &str, body: &str) -> Attempt {
+/// One notification as it is about to be sent.
+struct Outgoing {
+    kind: String,
+    v3: bool,
+    mch_id: String,
+    url: String,
+    body: String,
+}
+
+/// POSTs one attempt; `probe` sends a v3 body with a `WECHATPAY/SIGNTEST/` signature.
+async fn post(shared: &Shared, n: &Outgoing, probe: bool) -> Attempt {
     let at = shared.lock().clock.now();
-    let res = shared
-        .http
-        .post(url)
-        .header("Content-Type", "text/xml; charset=utf-8")
-        .body(body.to_owned())
-        .timeout(Duration::from_millis(shared.cfg.notify_timeout_ms))
-        .send()
-        .await;
+    let mut req =
+        shared.http.post(&n.url).body(n.body.clone()).timeout(Duration::from_millis(shared.cfg.notify_timeout_ms));
+    if n.v3 {
+        req = req.header("Content-Type", "application/json");
+        if let Some(m) = shared.merchants.get(&n.mch_id) {
+            let mut h = crate::v3::sign_now(m.v3.signer(), n.body.as_bytes());
+            if probe {
+                h.signature = format!("{}{}", wxpay::v3::verify::SIGNTEST_PREFIX, h.signature);
+            }
+            for (k, v) in h.pairs() {
+                req = req.header(k, v);
+            }
+            req = req.header(crate::v3::SIGNATURE_TYPE.0, crate::v3::SIGNATURE_TYPE.1);
+        }
+    } else {
+        req = req.header("Content-Type", "text/xml; charset=utf-8");
+    }
+    let res = req.send().await;
     match res {
         Err(e) => Attempt {
             at,
@@ -197,9 +251,14 @@ async fn post(shared: &Shared, url: &str, body: &str) -> Attempt {
         Ok(resp) => {
             let status = resp.status().as_u16();
             let text = resp.text().await.unwrap_or_default();
-            // WeChat stops retrying once the receiver answers return_code SUCCESS with HTTP 200.
-            let success = status == 200
-                && xml::decode(text.as_bytes()).is_ok_and(|p| p.get("return_code").is_some_and(|c| c == "SUCCESS"));
+            // v2: WeChat stops retrying once the receiver answers return_code SUCCESS with
+            // HTTP 200. v3: HTTP 200 or 204, whatever the body.
+            let success = if n.v3 {
+                status == 200 || status == 204
+            } else {
+                status == 200
+                    && xml::decode(text.as_bytes()).is_ok_and(|p| p.get("return_code").is_some_and(|c| c == "SUCCESS"))
+            };
             Attempt {
                 at,
                 http_status: Some(status),

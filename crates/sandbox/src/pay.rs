@@ -116,6 +116,7 @@ pub fn unifiedorder(st: &mut State, call: &Call) -> Reply {
         time_expire,
         bank_type: String::new(),
         refunded: Fen::ZERO,
+        v3: false,
         content,
     };
     st.by_prepay.insert(prepay_id.clone(), key.clone());
@@ -352,6 +353,7 @@ pub fn refund(shared: &Shared, st: &mut State, fx: &mut Effects, call: &Call) ->
         created_at: now,
         settle_due: now + delay,
         success_at: None,
+        v3: false,
     };
     st.book(&okey.0, false, refund_fee, &refund_id, "退款", "退款", &r.out_refund_no, now);
     st.by_refund_id.insert(refund_id, rkey.clone());

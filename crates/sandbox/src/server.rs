@@ -48,8 +48,11 @@ impl Sandbox {
     pub async fn start(cfg: SandboxConfig) -> Result<Sandbox, SandboxError> {
         cfg.validate()?;
         let pki = crate::certs::Pki::generate(cfg.merchants.iter().map(|m| m.mch_id.as_str()))?;
-        let merchants: BTreeMap<_, _> =
-            cfg.merchants.iter().map(|m| (m.mch_id.clone(), Arc::new(Merchant { cfg: m.clone() }))).collect();
+        let mut merchants = BTreeMap::new();
+        for m in &cfg.merchants {
+            let v3 = crate::v3::keys::V3Keys::generate(m, &pki.clients[&m.mch_id])?;
+            merchants.insert(m.mch_id.clone(), Arc::new(Merchant { cfg: m.clone(), v3 }));
+        }
         let apps: BTreeMap<_, _> = cfg.apps.iter().map(|a| (a.appid.clone(), a.clone())).collect();
         let users: BTreeMap<_, _> = cfg.users.iter().map(|u| (u.id.clone(), u.clone())).collect();
         let mut appids: Vec<&str> = apps.keys().map(String::as_str).collect();
@@ -87,6 +90,7 @@ impl Sandbox {
                 .app_data(web::PayloadConfig::new(wxpay::xml::DEFAULT_LIMIT))
                 .app_data(web::JsonConfig::default().limit(64 * 1024))
                 .configure(crate::control::routes)
+                .configure(crate::v3::routes)
                 .configure(crate::weixin::routes)
                 .default_service(web::post().to(crate::wire::handle))
         })
@@ -154,9 +158,24 @@ impl Sandbox {
     }
 
     /// Writes `ca.pem`, `apiclient_cert.pem`, `apiclient_key.pem`, `apiclient_cert.p12`
-    /// (first merchant) and a `<mch_id>/` folder per merchant.
+    /// and the APIv3 files (see [`crate::v3::keys::V3Keys::write_dir`]: merchant serial,
+    /// APIv3 key, WeChat Pay public key and id, platform certificate) for the first merchant,
+    /// and the same in a `<mch_id>/` folder per merchant.
     pub fn write_certs(&self, dir: &Path) -> std::io::Result<()> {
-        self.shared.pki.write_dir(dir, &self.shared.cfg.merchants[0].mch_id)
+        let first = &self.shared.cfg.merchants[0].mch_id;
+        self.shared.pki.write_dir(dir, first)?;
+        for (mch_id, m) in &self.shared.merchants {
+            m.v3.write_dir(&dir.join(mch_id), &m.cfg)?;
+            if mch_id == first {
+                m.v3.write_dir(dir, &m.cfg)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A merchant's APIv3 key material (for tests and `minipay dev`).
+    pub fn v3_keys(&self, mch_id: &str) -> Option<&crate::v3::keys::V3Keys> {
+        self.shared.merchants.get(mch_id).map(|m| &m.v3)
     }
 
     /// A configured user's openid in an app.

@@ -70,6 +70,8 @@ pub struct Order {
     pub time_expire: Option<DateTime<Utc>>,
     pub bank_type: String,
     pub refunded: Fen,
+    /// Created over APIv3 (`/v3/pay/transactions/jsapi`): its notification is a v3 one.
+    pub v3: bool,
     /// The fields whose change makes a repeated out_trade_no OUT_TRADE_NO_USED.
     #[serde(skip)]
     pub content: Params,
@@ -118,6 +120,8 @@ pub struct Refund {
     /// Sandbox time from which the refund counts as done.
     pub settle_due: DateTime<Utc>,
     pub success_at: Option<DateTime<Utc>>,
+    /// Created over APIv3 (`/v3/refund/domestic/refunds`): its notification is a v3 one.
+    pub v3: bool,
 }
 
 /// A payout to a user's balance (`mmpaymkttransfers/promotion/transfers`).
@@ -196,8 +200,11 @@ pub struct Attempt {
 #[derive(Debug, Clone, Serialize)]
 pub struct Notification {
     pub id: u64,
-    /// `pay` or `refund`.
+    /// `pay`, `refund` or `transfer`.
     pub kind: String,
+    /// An APIv3 notification: a JSON envelope, signed per attempt with `Wechatpay-*`
+    /// headers, acknowledged by HTTP 200 or 204.
+    pub v3: bool,
     pub mch_id: String,
     pub out_trade_no: String,
     pub out_refund_no: Option<String>,
@@ -253,6 +260,45 @@ pub struct Message {
     pub body: serde_json::Value,
 }
 
+/// A v3 transfer bill (商家转账). `state` is WeChat's: WAIT_USER_CONFIRM, SUCCESS, FAIL,
+/// CANCELLED.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferBill {
+    pub mch_id: String,
+    pub appid: String,
+    pub out_bill_no: String,
+    pub transfer_bill_no: String,
+    pub transfer_scene_id: String,
+    pub openid: String,
+    pub transfer_amount: Fen,
+    pub transfer_remark: String,
+    pub notify_url: Option<String>,
+    /// The OAEP ciphertext as sent (WeChat echoes it in queries).
+    pub user_name: Option<String>,
+    /// The decrypted real name, checked against the user's when the bill is confirmed.
+    #[serde(skip)]
+    pub user_name_plain: Option<String>,
+    pub state: String,
+    pub fail_reason: Option<String>,
+    pub package_info: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Unconfirmed after this sandbox time, the bill is CANCELLED.
+    pub confirm_by: DateTime<Utc>,
+    /// The request fields whose change makes a repeated out_bill_no a different bill.
+    #[serde(skip)]
+    pub content: serde_json::Value,
+}
+
+/// A v3 bill file, built when its link was asked for (so the hash given then matches).
+#[derive(Debug, Clone)]
+pub struct BillFile {
+    pub mch_id: String,
+    /// The bytes served: the bill text, gzipped when the link asked for GZIP.
+    pub file: Vec<u8>,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Key of per-merchant records: (mch_id, merchant's number).
 pub type Key = (String, String);
 
@@ -274,6 +320,13 @@ pub struct State {
     pub codes: HashMap<String, LoginCode>,
     pub tokens: HashMap<String, Token>,
     pub messages: Vec<Message>,
+    /// v3 transfer bills (商家转账) by (mch_id, out_bill_no).
+    pub transfer_bills: BTreeMap<Key, TransferBill>,
+    pub by_transfer_bill_no: HashMap<String, Key>,
+    /// Transfer-bill calls per merchant in the current real second: (second, count).
+    pub transfer_rate: HashMap<String, (i64, u32)>,
+    /// v3 bill files behind their `download_url` tokens.
+    pub bill_files: HashMap<String, BillFile>,
     seq: u64,
 }
 
