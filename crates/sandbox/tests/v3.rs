@@ -710,6 +710,35 @@ async fn transfer_bills_in_certificate_mode() {
     transfer_bill_flow(V3Mode::Certificate).await;
 }
 
+#[tokio::test]
+async fn transfer_bills_in_switching_mode() {
+    transfer_bill_flow(V3Mode::Switching).await;
+}
+
+/// A confirmed transfer bill is a row of the next day's fund-flow bill, as WeChat's
+/// merchant-transfer debits are.
+#[tokio::test]
+async fn a_confirmed_transfer_bill_is_in_the_fund_flow_bill() {
+    use chrono::TimeZone;
+    use chrono_tz::Asia::Shanghai;
+    use wxpay::v3::api::{FundAccountType, FundFlowBillRequest};
+
+    let env = common::Env::with(config(V3Mode::PublicKey)).await;
+    let sb = &env.sb;
+    let c = client(sb, V3Mode::PublicKey);
+    let created = success(c.create_transfer_bill(&transfer(&env, "FF1", 4321, None)).await.unwrap());
+    let (s, b) = env.control("/sandbox/transfer-bills/FF1/confirm", serde_json::json!({"accept": true})).await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("SUCCESS")), "{b}");
+    let day = sb.now().with_timezone(&Shanghai).date_naive();
+    let next_morning = Shanghai.from_local_datetime(&day.succ_opt().unwrap().and_hms_opt(10, 30, 0).unwrap()).unwrap();
+    sb.set_clock(next_morning.with_timezone(&chrono::Utc));
+    let flow = FundFlowBillRequest { bill_date: day, account_type: FundAccountType::Basic, gzip: false };
+    let link = success(c.fund_flow_bill(&flow).await.unwrap());
+    let text = String::from_utf8(success(c.download_bill(&link, false).await.unwrap())).unwrap();
+    let row = text.lines().find(|l| l.contains(created.transfer_bill_no.as_str())).unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("43.21"), "the row carries the amount in yuan: {row}");
+}
+
 /// Transfer-bill calls above the per-merchant rate are 429 FREQUENCY_LIMITED (Unknown to
 /// the client) and do nothing.
 #[tokio::test]
