@@ -11,42 +11,16 @@ cd "$root"
 PY="${PYTHON:-python3}"
 WECHATPY_VERSION="1.8.18"
 
-if ! "$PY" -c "import wechatpy, cryptography" >/dev/null 2>&1; then
-  echo "installing wechatpy==$WECHATPY_VERSION from PyPI"
-  "$PY" -m pip install --quiet --disable-pip-version-check "wechatpy==$WECHATPY_VERSION" cryptography
-fi
-
-# MINIPAY_BIN: use an already built binary instead of building one.
-if [ -n "${MINIPAY_BIN:-}" ]; then
-  bin="$MINIPAY_BIN"
-else
-  cargo build --quiet -p minipay --bin minipay
-  bin="${CARGO_TARGET_DIR:-$root/target}/debug/minipay"
-fi
+. "$root/tests/sdk/lib.sh"
+sdk_install wechatpy "wechatpy==$WECHATPY_VERSION"
+sdk_binary
 
 tmp="$(mktemp -d)"
 pid=""
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$tmp"
-}
+cleanup() { sdk_stop_sandbox; rm -rf "$tmp"; }
 trap cleanup EXIT
-
-"$bin" sandbox --port 0 --tls-port 0 --certs-dir "$tmp/certs" --time-scale 0.001 >"$tmp/out" 2>"$tmp/err" &
-pid=$!
-for _ in $(seq 1 300); do
-  if grep -q '^SANDBOX_HTTPS_URL=' "$tmp/out" 2>/dev/null; then break; fi
-  if ! kill -0 "$pid" 2>/dev/null; then echo "sandbox exited:"; cat "$tmp/err"; exit 1; fi
-  sleep 0.1
-done
-if ! grep -q '^SANDBOX_HTTPS_URL=' "$tmp/out"; then echo "sandbox did not start:"; cat "$tmp/err"; exit 1; fi
-
-export SANDBOX_HTTP_URL="$(sed -n 's/^SANDBOX_HTTP_URL=//p' "$tmp/out")"
-export SANDBOX_HTTPS_URL="$(sed -n 's/^SANDBOX_HTTPS_URL=//p' "$tmp/out")"
-export SANDBOX_CERTS="$tmp/certs"
-export REQUESTS_CA_BUNDLE="$tmp/certs/ca.pem"
-# Notifications go to a receiver on 127.0.0.1: keep any proxy out of the way.
-export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
+mkdir -p "$tmp"
+sdk_start_sandbox "$tmp"
 
 echo "wechatpy $("$PY" -c 'import wechatpy; print(wechatpy.__version__)') against $SANDBOX_HTTPS_URL"
 "$PY" tests/sdk/wechatpy_smoke.py
