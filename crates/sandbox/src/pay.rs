@@ -119,8 +119,7 @@ pub fn unifiedorder(st: &mut State, call: &Call) -> Reply {
         v3: false,
         content,
     };
-    st.by_prepay.insert(prepay_id.clone(), key.clone());
-    st.orders.insert(key, order);
+    st.insert_order(key, order);
     call.ok(fields([("trade_type", trade_type.to_owned()), ("prepay_id", prepay_id)]))
 }
 

@@ -331,6 +331,13 @@ pub struct State {
 }
 
 impl State {
+    /// Stores a new order and indexes it by its prepay_id (v2 unifiedorder and v3 JSAPI
+    /// prepay create orders the same way).
+    pub fn insert_order(&mut self, key: Key, order: Order) {
+        self.by_prepay.insert(order.prepay_id.clone(), key.clone());
+        self.orders.insert(key, order);
+    }
+
     /// A number unique within this sandbox run, used inside generated ids.
     pub fn next_seq(&mut self) -> u64 {
         self.seq += 1;

@@ -157,8 +157,7 @@ fn jsapi_inner(st: &mut State, call: &V3Call) -> Result<V3Reply, V3Reply> {
         v3: true,
         content,
     };
-    st.by_prepay.insert(prepay_id.clone(), key.clone());
-    st.orders.insert(key, order);
+    st.insert_order(key, order);
     Ok(V3Reply::ok(&json!({ "prepay_id": prepay_id })))
 }
 
