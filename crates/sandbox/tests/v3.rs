@@ -124,13 +124,12 @@ impl Receiver {
     }
 }
 
-fn parse(
-    v: &Verifier,
-    key: &ApiV3Key,
-    n: &Received,
-) -> Result<(wxpay::v3::Notification, Event), wxpay::v3::NotifyError> {
+/// Verifies (fetching certificates first when signed with one not yet known, as a
+/// service would) and decrypts a received notification.
+async fn parse(c: &Client, n: &Received) -> Result<(wxpay::v3::Notification, Event), wxpay::v3::NotifyError> {
     let lookup = |name: &str| n.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
-    wxpay::v3::parse_notification(v, lookup, &n.1, key, chrono::Utc::now().timestamp())
+    let headers = wxpay::v3::verify::SignedHeaders::from_lookup(lookup)?;
+    c.parse_notification(&headers, &n.1).await
 }
 
 fn prepay(sb: &Sandbox, no: &str, total: i64, notify_url: &str) -> JsapiPrepay {
@@ -156,7 +155,6 @@ fn success<T: std::fmt::Debug>(o: Outcome<T>) -> T {
 async fn pay_and_refund_flow(mode: V3Mode) {
     let sb = Sandbox::start(config(mode)).await.unwrap();
     let c = client(&sb, mode);
-    let key = api_v3_key(&sb);
     let rx = Receiver::start(vec![204]).await;
     let no = format!("V3-{mode:?}");
     let p = success(c.jsapi_prepay(&prepay(&sb, &no, 1500, &rx.url)).await.unwrap());
@@ -169,7 +167,10 @@ async fn pay_and_refund_flow(mode: V3Mode) {
     let paid = sb.pay(&PayOrder { prepay_id: Some(p.prepay_id.clone()), ..Default::default() }).unwrap();
     let tx = paid.transaction_id.clone().unwrap();
     let got = rx.wait_for(1).await;
-    let (envelope, event) = parse(c.verifier(), &key, &got[0]).expect("notification verifies and decrypts");
+    // A client that has made no call yet (as a freshly started notify service): in
+    // certificate mode it learns the platform certificate from the notification's serial.
+    let fresh = client(&sb, mode);
+    let (envelope, event) = parse(&fresh, &got[0]).await.expect("notification verifies and decrypts");
     let sig_type = got[0].0.iter().find(|(k, _)| k == "wechatpay-signature-type").map(|(_, v)| v.as_str());
     assert_eq!(sig_type, Some("WECHATPAY2-SHA256-RSA2048"));
     assert_eq!(envelope.event_type, "TRANSACTION.SUCCESS");
@@ -200,7 +201,7 @@ async fn pay_and_refund_flow(mode: V3Mode) {
     assert_eq!(again.refund_id, r.refund_id);
     // Refunds settle after 2 sandbox seconds (2 ms real with the test time scale).
     let got = rx.wait_for(2).await;
-    let (envelope, event) = parse(c.verifier(), &key, &got[1]).expect("refund notification verifies");
+    let (envelope, event) = parse(&c, &got[1]).await.expect("refund notification verifies");
     assert_eq!(envelope.event_type, "REFUND.SUCCESS");
     let Event::Refund(kind, notice) = event else { panic!("not a refund: {event:?}") };
     assert_eq!((kind, notice.refund_status), (RefundEvent::Success, RefundStatus::Success));
@@ -460,10 +461,9 @@ async fn v3_faults_lost_answer_500_unsigned_and_signtest() {
     sb.add_fault(Fault { path: "notify/pay".into(), kind: FaultKind::SignTest, times: Some(1) }).unwrap();
     sb.pay(&PayOrder { out_trade_no: Some("F1".into()), ..Default::default() }).unwrap();
     let got = probe_rx.wait_for(2).await;
-    let key = api_v3_key(&sb);
-    let probe = parse(c.verifier(), &key, &got[0]).unwrap_err();
+    let probe = parse(&c, &got[0]).await.unwrap_err();
     assert_eq!(probe, wxpay::v3::NotifyError::Verify(VerifyError::SignTest));
-    let (_, event) = parse(c.verifier(), &key, &got[1]).expect("the real notification verifies");
+    let (_, event) = parse(&c, &got[1]).await.expect("the real notification verifies");
     assert!(matches!(event, Event::Payment(t) if t.out_trade_no == "F1"));
     tokio::time::sleep(Duration::from_millis(50)).await;
     let n = sb.notifications().into_iter().find(|n| n.out_trade_no == "F1").unwrap();
@@ -593,7 +593,6 @@ async fn transfer_bill_flow(mode: V3Mode) {
     let env = common::Env::with(config(mode)).await;
     let sb = &env.sb;
     let c = client(sb, mode);
-    let key = api_v3_key(sb);
     let rx = Receiver::start(vec![200]).await;
     let before = sb.balance(MCH);
     let req = transfer(&env, "T1", 1234, Some(&rx.url));
@@ -613,7 +612,7 @@ async fn transfer_bill_flow(mode: V3Mode) {
     assert_eq!((s, b["state"].as_str()), (200, Some("SUCCESS")), "{b}");
     assert_eq!(sb.balance(MCH).get(), before.get() - 1234);
     let got = rx.wait_for(1).await;
-    let (envelope, event) = parse(c.verifier(), &key, &got[0]).expect("transfer notification verifies");
+    let (envelope, event) = parse(&c, &got[0]).await.expect("transfer notification verifies");
     assert_eq!(envelope.event_type, "MCHTRANSFER.BILL.FINISHED");
     let Event::TransferBillFinished(t) = event else { panic!("{event:?}") };
     assert_eq!(
@@ -646,7 +645,7 @@ async fn transfer_bill_flow(mode: V3Mode) {
         success(c.query_transfer_by_out_bill_no(&QueryTransferByOutBillNo { out_bill_no: "T2".into() }).await.unwrap());
     assert_eq!(q.state, TransferBillState::Cancelled);
     let got = rx.wait_for(2).await;
-    let (_, Event::TransferBillFinished(t)) = parse(c.verifier(), &key, &got[1]).unwrap() else { panic!() };
+    let (_, Event::TransferBillFinished(t)) = parse(&c, &got[1]).await.unwrap() else { panic!() };
     assert_eq!((t.out_bill_no.as_str(), t.state), ("T2", TransferBillState::Cancelled));
     let (s, _) = env.control("/sandbox/transfer-bills/T2/confirm", serde_json::json!({"accept": true})).await;
     assert_eq!(s, 409, "a cancelled bill cannot be confirmed");

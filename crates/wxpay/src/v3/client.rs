@@ -286,17 +286,35 @@ impl Client {
     /// Verifies an answer; on an unknown serial in certificate mode, refreshes once and
     /// verifies again.
     async fn verify_answer(&self, a: &RawAnswer) -> Result<(), VerifyError> {
-        let headers = a.signed_headers()?;
-        let now = Utc::now().timestamp();
-        match self.inner.verifier.verify_at(&headers, &a.body, now) {
+        self.verify_signed(&a.signed_headers()?, &a.body).await
+    }
+
+    /// Verifies a signed message (an answer or a notification) now; on an unknown serial
+    /// in certificate or switching mode, refreshes `/v3/certificates` once (single flight)
+    /// and verifies again. Public-key mode never fetches.
+    pub async fn verify_signed(&self, headers: &SignedHeaders, body: &[u8]) -> Result<(), VerifyError> {
+        match self.inner.verifier.verify_at(headers, body, Utc::now().timestamp()) {
             Err(VerifyError::UnknownSerial(serial)) if self.inner.verifier.mode().refreshes_certificates() => {
                 if let Err(e) = self.refresh_unless_known(&serial).await {
                     tracing::warn!(error = %e, serial = %serial, "wxpay v3: certificate refresh failed");
                 }
-                self.inner.verifier.verify_at(&headers, &a.body, Utc::now().timestamp()).map(|_| ())
+                self.inner.verifier.verify_at(headers, body, Utc::now().timestamp()).map(|_| ())
             }
             other => other.map(|_| ()),
         }
+    }
+
+    /// A notification as WeChat delivers it: verified on the raw body (learning a new
+    /// platform certificate first if WeChat signed with one we have not fetched yet — the
+    /// same rule as for answers), then the envelope parsed and the resource decrypted with
+    /// the APIv3 key.
+    pub async fn parse_notification(
+        &self,
+        headers: &SignedHeaders,
+        body: &[u8],
+    ) -> Result<(crate::v3::Notification, crate::v3::Event), crate::v3::NotifyError> {
+        self.verify_signed(headers, body).await?;
+        crate::v3::notify::open_verified(body, &self.inner.cfg.api_v3_key)
     }
 
     async fn refresh_unless_known(&self, serial: &str) -> Result<usize, RefreshError> {

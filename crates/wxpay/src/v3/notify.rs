@@ -130,6 +130,11 @@ pub fn parse_notification<'a>(
     now: i64,
 ) -> Result<(Notification, Event), NotifyError> {
     verifier.verify_lookup(get, body, now)?;
+    open_verified(body, key)
+}
+
+/// Parses and decrypts a notification whose signature the caller has already verified.
+pub(crate) fn open_verified(body: &[u8], key: &ApiV3Key) -> Result<(Notification, Event), NotifyError> {
     let n: Notification = serde_json::from_slice(body).map_err(|e| NotifyError::Envelope(e.to_string()))?;
     let event = n.decrypt(key)?;
     Ok((n, event))
