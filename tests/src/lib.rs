@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
+use minipay_config::merchant_v3::VerifyMode;
 use minipay_config::{Config, SandboxEndpoints};
 use minipay_sandbox::{PayOrder, Sandbox, SandboxConfig};
 use minipay_store::clients::{self, Role};
@@ -82,9 +83,25 @@ pub struct ReceivedWebhook {
     pub body: String,
 }
 
+/// Which protocol the demo merchant speaks to WeChat Pay in a test: the same stories run
+/// for both ([`Protocol::ALL`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    V2,
+    /// APIv3 in the sandbox merchant's verification mode (public key by default); the v2 key
+    /// stays configured, as a v3 merchant's red packets need it.
+    V3,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 2] = [Protocol::V2, Protocol::V3];
+}
+
 /// Options for [`TestApp::spawn_with`].
 pub struct Options {
     pub sandbox: SandboxConfig,
+    /// The demo merchant's protocol.
+    pub protocol: Protocol,
     /// Status the webhook receiver answers (e.g. 500 to test retries).
     pub webhook_status: u16,
     /// Applied to the configuration before the services start.
@@ -95,6 +112,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             sandbox: SandboxConfig { time_scale: 0.001, workers: 1, ..SandboxConfig::default() },
+            protocol: Protocol::V2,
             webhook_status: 200,
             configure: Box::new(|_| {}),
         }
@@ -102,6 +120,11 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The default options with the demo merchant speaking `protocol`.
+    pub fn with_protocol(protocol: Protocol) -> Options {
+        Options { protocol, ..Options::default() }
+    }
+
     /// Payout and red-packet tests: both approval thresholds at 100 yuan and the sender's
     /// retries fast (1 ms, at most 20 ms), so unknown outcomes resolve within a test.
     pub fn fast_payouts() -> Options {
@@ -117,6 +140,26 @@ impl Options {
     }
 }
 
+/// The demo merchant's APIv3 material as a merchant would configure it from the sandbox's
+/// files: its certificate serial and key, the APIv3 key and the WeChat Pay public key.
+fn v3_material(sandbox: &Sandbox) -> minipay_config::merchant_v3::V3Merchant {
+    let keys = sandbox.v3_keys(DEMO_MCH_ID).expect("demo merchant v3 keys");
+    let merchant = &sandbox.config().merchants[0];
+    minipay_config::merchant_v3::demo_material(
+        DEMO_MCH_ID,
+        &keys.merchant_serial,
+        &sandbox.client_key_pem(DEMO_MCH_ID).expect("demo merchant key"),
+        &merchant.api_v3_key,
+        match merchant.v3_mode {
+            minipay_sandbox::V3Mode::Certificate => VerifyMode::Certificate,
+            minipay_sandbox::V3Mode::PublicKey => VerifyMode::PublicKey,
+            minipay_sandbox::V3Mode::Switching => VerifyMode::Both,
+        },
+        Some((&merchant.pub_key_id, &keys.public_key_pem)),
+    )
+    .expect("demo v3 material")
+}
+
 /// The whole system for one test.
 pub struct TestApp {
     pub db: TestDb,
@@ -126,6 +169,8 @@ pub struct TestApp {
     pub notify_url: String,
     pub http: reqwest::Client,
     pub keys: Keys,
+    /// The demo merchant's protocol.
+    pub protocol: Protocol,
     /// The `client` key's api_clients id.
     pub client_id: uuid::Uuid,
     pub webhook_url: String,
@@ -151,6 +196,7 @@ impl TestApp {
                 api_base_url: sandbox.https_url(),
                 ca_pem: sandbox.ca_pem(),
                 client_p12: sandbox.client_identity_p12(DEMO_MCH_ID).expect("demo merchant certificate"),
+                v3: (opts.protocol == Protocol::V3).then(|| v3_material(&sandbox)),
             },
         );
         config.api.workers = 2;
@@ -197,6 +243,7 @@ impl TestApp {
             api_url,
             http: reqwest::Client::new(),
             keys: Keys { client: client.key, finance, approver, viewer, admin, other_client },
+            protocol: opts.protocol,
             client_id: client.client.id,
             webhook_url,
             webhook_secret: client.webhook_secret.expect("webhook secret"),
@@ -208,6 +255,42 @@ impl TestApp {
 
     pub fn pool(&self) -> &PgPool {
         &self.db.pool
+    }
+
+    /// Checks `pay_params` as the mini-program's `wx.requestPayment` would be checked by
+    /// WeChat: v2 — `signType` MD5 and `paySign` over the five fields with the merchant key;
+    /// v3 — `signType` RSA and `paySign` a SHA256withRSA signature by the merchant's key over
+    /// `appId\ntimeStamp\nnonceStr\npackage\n`.
+    #[track_caller]
+    pub fn assert_pay_params(&self, p: &Value) {
+        let field = |k: &str| p[k].as_str().unwrap_or_else(|| panic!("pay_params.{k} missing: {p}")).to_owned();
+        assert!(field("package").starts_with("prepay_id="), "{p}");
+        assert_eq!(field("appId"), DEMO_APPID);
+        match self.protocol {
+            Protocol::V2 => {
+                let fields: wxpay::Params = ["appId", "timeStamp", "nonceStr", "package", "signType"]
+                    .iter()
+                    .map(|k| (k.to_string(), field(k)))
+                    .collect();
+                assert_eq!(field("signType"), "MD5");
+                let key = wxpay::ApiKey::new(DEMO_API_KEY);
+                assert_eq!(field("paySign"), wxpay::sign::sign(&fields, &key, wxpay::SignType::Md5));
+            }
+            Protocol::V3 => {
+                assert_eq!(field("signType"), "RSA");
+                let message = wxpay::v3::jsapi::request_payment_message(
+                    &field("appId"),
+                    &field("timeStamp"),
+                    &field("nonceStr"),
+                    &field("package"),
+                );
+                let public = &self.sandbox.v3_keys(DEMO_MCH_ID).expect("v3 keys").merchant_public;
+                assert!(
+                    wxpay::v3::sign::rsa_sha256_verify(public, message.as_bytes(), &field("paySign")),
+                    "paySign does not verify with the merchant's certificate: {p}"
+                );
+            }
+        }
     }
 
     // ----- generic requests ------------------------------------------------------------

@@ -1,35 +1,36 @@
 //! Payments end to end: login → order → pay in the sandbox → paid (through the notify
 //! service) → partial refunds → the over-refund refused → signed webhooks delivered.
 
-use minipay_e2e::{DEMO_API_KEY, TestApp, verify_webhook_signature};
+use minipay_e2e::{Options, Protocol, TestApp, verify_webhook_signature};
 use minipay_store::ledger::{self, account};
 use serde_json::json;
-use wxpay::sign::{SignType, sign};
-use wxpay::{ApiKey, Params};
 
 fn webhook_sender(app: &TestApp) -> minipay_worker::webhooks::WebhookSender {
     minipay_worker::webhooks::WebhookSender::new(app.pool().clone(), app.config.webhooks.clone()).unwrap()
 }
 
 #[tokio::test]
-async fn login_order_pay_refund_webhooks() {
-    let app = TestApp::spawn().await;
+async fn login_order_pay_refund_webhooks_v2() {
+    login_order_pay_refund_webhooks(Protocol::V2).await;
+}
+
+#[tokio::test]
+async fn login_order_pay_refund_webhooks_v3() {
+    login_order_pay_refund_webhooks(Protocol::V3).await;
+}
+
+async fn login_order_pay_refund_webhooks(protocol: Protocol) {
+    let app = TestApp::spawn_with(Options::with_protocol(protocol)).await;
     let openid = app.login("demo-user").await;
     assert_eq!(openid, app.sandbox.openid("demo-user", minipay_e2e::DEMO_APPID));
 
-    // Create: the pay params are signed with the merchant key over exactly the five fields.
+    // Create: the pay params are signed in the merchant's protocol (v2 MD5 over the five
+    // fields; v3 RSA over appId, timeStamp, nonceStr and package).
     let r = app.create_order_for(&openid, 1000).await;
     let order = r.expect(201).clone();
     assert_eq!(order["status"], "prepaid");
     assert_eq!(order["amount"], 1000);
-    let p = &order["pay_params"];
-    let fields: Params = ["appId", "timeStamp", "nonceStr", "package", "signType"]
-        .iter()
-        .map(|k| (k.to_string(), p[*k].as_str().unwrap().to_owned()))
-        .collect();
-    assert!(p["package"].as_str().unwrap().starts_with("prepay_id="));
-    assert_eq!(p["signType"], "MD5");
-    assert_eq!(p["paySign"].as_str().unwrap(), sign(&fields, &ApiKey::new(DEMO_API_KEY), SignType::Md5));
+    app.assert_pay_params(&order["pay_params"]);
     let no = order["out_trade_no"].as_str().unwrap().to_owned();
 
     // Pay: WeChat (the sandbox) notifies the notify service, which settles the order.
@@ -93,5 +94,9 @@ async fn login_order_pay_refund_webhooks() {
     let others = app.get_as(Some(&app.keys.other_client), "/v1/webhooks").await;
     assert_eq!(others.expect(200)["events"].as_array().unwrap().len(), 0, "a client sees only its own events");
 
+    // The protocol really was the merchant's: every notification the sandbox sent was of it.
+    let sent = app.sandbox.notifications();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(sent.iter().all(|n| n.v3 == (protocol == Protocol::V3) && n.status == "delivered"), "{sent:?}");
     app.assert_ledger_balanced().await;
 }

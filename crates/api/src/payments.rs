@@ -20,9 +20,7 @@ use minipay_store::orders::{self, Order};
 use minipay_store::refunds::{self, Refund};
 use minipay_store::settle::{self, PaymentApplied, RefundFacts, RefundResult, Source};
 use wxpay::Outcome;
-use wxpay::api::{
-    CloseOrderRequest, OrderQueryRequest, OrderRef, RefundQueryRequest, RefundRef, RefundRequest, UnifiedOrderRequest,
-};
+use wxpay::merchant::{NotSent, Op, Prepay, RefundCall};
 
 use crate::error::ApiError;
 use crate::idempotency::ClaimTicket;
@@ -32,11 +30,11 @@ use crate::state::AppState;
 const ATTEMPTS: u32 = 3;
 
 /// A call refused before any I/O: a request WeChat would refuse is the caller's (422); a
-/// missing client certificate is our configuration's (500, logged).
-fn not_sent(e: wxpay::CallError) -> ApiError {
+/// missing client certificate or key is our configuration's (500, logged).
+fn not_sent(e: NotSent) -> ApiError {
     match e {
-        wxpay::CallError::InvalidRequest(m) => ApiError::invalid("invalid_request", m),
-        e @ wxpay::CallError::NoIdentity(_) => ApiError::internal(&e),
+        NotSent::InvalidRequest(m) => ApiError::invalid("invalid_request", m),
+        e @ NotSent::Configuration(_) => ApiError::internal(&e),
     }
 }
 
@@ -67,35 +65,34 @@ pub enum Issued {
 /// response.
 pub async fn issue(state: &AppState, order: &Order, ticket: Option<&ClaimTicket>) -> Result<Issued, ApiError> {
     let client = state.wxpay(&order.mch_id, &order.appid)?;
-    let req = UnifiedOrderRequest {
-        body: order.description.clone(),
+    let req = Prepay {
+        description: order.description.clone(),
         out_trade_no: order.out_trade_no.clone(),
-        total_fee: order.amount,
-        spbill_create_ip: state.config.api.spbill_create_ip.clone(),
-        notify_url: state.config.pay_notify_url(),
+        total: order.amount,
+        client_ip: state.config.api.spbill_create_ip.clone(),
+        notify_url: state.config.pay_notify_url_for(&order.mch_id),
         openid: order.openid.clone(),
         attach: order.attach.clone(),
-        time_start: None,
         // Guess (WeChat docs: time_expire must be at least 5 minutes after the call for
-        // JSAPI): shorter lifetimes are not sent, and our expiry job closes the order.
+        // JSAPI, v2 and v3 alike): shorter lifetimes are not sent, and our expiry job closes
+        // the order.
         time_expire: (order.expires_at - order.created_at >= chrono::Duration::minutes(5)).then_some(order.expires_at),
-        ..UnifiedOrderRequest::default()
     };
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
-        let outcome = client.unified_order(&req).await.map_err(not_sent)?;
-        state.observe(wxpay::Endpoint::UnifiedOrder, &outcome);
+        let outcome = client.prepay(&req).await.map_err(not_sent)?;
+        state.observe(client, Op::Prepay, &outcome);
         match outcome {
-            Outcome::Success(r) => {
+            Outcome::Success(prepay_id) => {
                 // Asynchronous commit: see `state` for why losing this mark is harmless.
-                if ticket.is_some_and(|t| t.defer_prepaid(&order.out_trade_no, &r.prepay_id)) {
-                    return Ok(Issued::Prepaid { prepay_id: r.prepay_id });
+                if ticket.is_some_and(|t| t.defer_prepaid(&order.out_trade_no, &prepay_id)) {
+                    return Ok(Issued::Prepaid { prepay_id });
                 }
-                let mark = (order.out_trade_no.clone(), r.prepay_id.clone());
+                let mark = (order.out_trade_no.clone(), prepay_id.clone());
                 if !matches!(state.groups.prepaid.submit(mark).await, Ok(Some(_))) {
-                    orders::mark_prepaid(&state.pool_async, &order.out_trade_no, &r.prepay_id).await?;
+                    orders::mark_prepaid(&state.pool_async, &order.out_trade_no, &prepay_id).await?;
                 }
-                return Ok(Issued::Prepaid { prepay_id: r.prepay_id });
+                return Ok(Issued::Prepaid { prepay_id });
             }
             Outcome::Failed { code, message } => return refused(state, order, code, message).await,
             Outcome::Unknown { reason } => {
@@ -142,9 +139,8 @@ async fn refused(state: &AppState, order: &Order, code: String, message: String)
 /// Returns the order as stored afterwards. Unknown answers change nothing.
 pub async fn settle_from_query(state: &AppState, order: &Order) -> Result<Order, ApiError> {
     let client = state.wxpay(&order.mch_id, &order.appid)?;
-    let req = OrderQueryRequest { order: OrderRef::OutTradeNo(order.out_trade_no.clone()) };
-    let outcome = client.order_query(&req).await.map_err(not_sent)?;
-    state.observe(wxpay::Endpoint::OrderQuery, &outcome);
+    let outcome = client.order_query(&order.out_trade_no).await.map_err(not_sent)?;
+    state.observe(client, Op::OrderQuery, &outcome);
     let mut tx = state.pool.begin().await?;
     let Some(current) = orders::lock(&mut tx, &order.out_trade_no).await? else {
         return Err(ApiError::not_found("order_not_found", "no such order"));
@@ -187,11 +183,10 @@ pub enum Closed {
 /// Closes an open order at WeChat and here. ORDERPAID means paid, never closed.
 pub async fn close(state: &AppState, order: &Order) -> Result<Closed, ApiError> {
     let client = state.wxpay(&order.mch_id, &order.appid)?;
-    let req = CloseOrderRequest { out_trade_no: order.out_trade_no.clone() };
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
-        let outcome = client.close_order(&req).await.map_err(not_sent)?;
-        state.observe(wxpay::Endpoint::CloseOrder, &outcome);
+        let outcome = client.close_order(&order.out_trade_no).await.map_err(not_sent)?;
+        state.observe(client, Op::CloseOrder, &outcome);
         let close_here = match outcome {
             Outcome::Success(_) => true,
             Outcome::Failed { code, .. } if code == "ORDERPAID" => {
@@ -255,14 +250,13 @@ pub async fn send_refund(
     send: RefundSend,
 ) -> Result<Refund, ApiError> {
     let client = state.wxpay(&order.mch_id, &order.appid)?;
-    let req = RefundRequest {
-        order: OrderRef::OutTradeNo(order.out_trade_no.clone()),
+    let req = RefundCall {
+        out_trade_no: order.out_trade_no.clone(),
         out_refund_no: refund.out_refund_no.clone(),
-        total_fee: order.amount,
-        refund_fee: refund.amount,
-        refund_desc: refund.reason.clone(),
-        notify_url: Some(state.config.refund_notify_url()),
-        refund_account: None,
+        total: order.amount,
+        refund: refund.amount,
+        reason: refund.reason.clone(),
+        notify_url: Some(state.config.refund_notify_url_for(&order.mch_id)),
     };
     let mut outcome = Outcome::unknown("not sent");
     let mut definite = send == RefundSend::KnownAbsent;
@@ -272,7 +266,7 @@ pub async fn send_refund(
             definite = false;
         }
         outcome = client.refund(&req).await.map_err(not_sent)?;
-        state.observe(wxpay::Endpoint::Refund, &outcome);
+        state.observe(client, Op::Refund, &outcome);
         if !outcome.is_unknown() {
             break;
         }
@@ -287,7 +281,7 @@ pub async fn send_refund(
         .ok_or_else(|| ApiError::not_found("refund_not_found", "no such refund"))?;
     let open = matches!(current.status, RefundStatus::Pending | RefundStatus::Unknown);
     match outcome {
-        Outcome::Success(r) if open => refunds::set_processing(&mut tx, &current, &r.refund_id).await?,
+        Outcome::Success(refund_id) if open => refunds::set_processing(&mut tx, &current, &refund_id).await?,
         Outcome::Failed { code, message } if open && definite => {
             tracing::warn!(out_refund_no = %refund.out_refund_no, %code, "refund refused by WeChat");
             refunds::set_failed(&mut tx, &current, &code, &message).await?;
@@ -317,9 +311,8 @@ pub async fn send_refund(
 /// other answer leaves it as it is. Returns the refund as stored afterwards.
 pub async fn sync_refund(state: &AppState, order: &Order, refund: &Refund) -> Result<Refund, ApiError> {
     let client = state.wxpay(&order.mch_id, &order.appid)?;
-    let req = RefundQueryRequest { by: RefundRef::OutRefundNo(refund.out_refund_no.clone()), offset: None };
-    let outcome = client.refund_query(&req).await.map_err(not_sent)?;
-    state.observe(wxpay::Endpoint::RefundQuery, &outcome);
+    let outcome = client.refund_query(&refund.out_refund_no).await.map_err(not_sent)?;
+    state.observe(client, Op::RefundQuery, &outcome);
     match outcome {
         Outcome::Success(q) => {
             let Some(item) = q.refunds.iter().find(|i| i.out_refund_no == refund.out_refund_no) else {

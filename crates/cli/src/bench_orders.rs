@@ -122,6 +122,7 @@ async fn setup(args: &OrdersBench) -> anyhow::Result<Setup> {
             api_base_url: sandbox.https_url(),
             ca_pem: sandbox.ca_pem(),
             client_p12: sandbox.client_identity_p12(DEMO_MCH_ID).context("demo certificate")?,
+            v3: None,
         },
     );
     config.api.workers = args.api_workers;

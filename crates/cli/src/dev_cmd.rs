@@ -80,6 +80,7 @@ async fn dev(args: &DevArgs) -> anyhow::Result<()> {
             api_base_url: sandbox.https_url(),
             ca_pem: sandbox.ca_pem(),
             client_p12: sandbox.client_identity_p12(DEMO_MCH_ID).context("demo merchant certificate")?,
+            v3: None,
         },
     );
     let notify_port = port_or_any(8081);

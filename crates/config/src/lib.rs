@@ -72,8 +72,11 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use wxpay::client::{ClientConfig, ClientIdentity};
+use wxpay::merchant::MerchantClient;
 use wxpay::weixin::{WeixinClient, WeixinConfig};
 use wxpay::{ApiKey, SignType};
+
+pub mod merchant_v3;
 
 /// The sandbox's demo merchant and app (public test values from WeChat's documentation,
 /// never valid on the real service); the same defaults `minipay-sandbox` starts with.
@@ -461,6 +464,17 @@ pub struct RawMerchant {
     pub cert_password_file: Option<PathBuf>,
     pub cert_pem_file: Option<PathBuf>,
     pub key_pem_file: Option<PathBuf>,
+    /// `"v2"` (default) or `"v3"`: the protocol payments and refunds use.
+    pub api_version: merchant_v3::ApiVersionSetting,
+    // APIv3 material (see [`merchant_v3`]); required when `api_version = "v3"`.
+    pub mch_serial_no: Option<String>,
+    pub private_key_file: Option<PathBuf>,
+    pub api_v3_key: Option<SecretString>,
+    pub api_v3_key_file: Option<PathBuf>,
+    pub verify_mode: Option<merchant_v3::VerifyMode>,
+    pub public_key_file: Option<PathBuf>,
+    pub public_key_id: Option<String>,
+    pub platform_cert_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -502,10 +516,16 @@ impl fmt::Debug for WechatConfig {
 #[derive(Clone, Debug)]
 pub struct MerchantConfig {
     pub mch_id: String,
-    pub api_key: ApiKey,
+    /// The v2 key: required for a v2 merchant; optional for a v3 one (its red packets and
+    /// v2 transfers need it).
+    pub api_key: Option<ApiKey>,
     pub sign_type: SignType,
     /// Needed for refunds, payouts and red packets.
     pub identity: Option<ClientIdentity>,
+    /// The protocol payments and refunds use.
+    pub api_version: wxpay::merchant::ApiVersion,
+    /// The APIv3 material, when configured (always for a v3 merchant).
+    pub v3: Option<merchant_v3::V3Merchant>,
 }
 
 /// One mini-program / official account.
@@ -544,6 +564,9 @@ pub struct SandboxEndpoints {
     pub ca_pem: Vec<u8>,
     /// The demo merchant's client certificate (PKCS#12, password = mch_id).
     pub client_p12: Vec<u8>,
+    /// Set: the demo merchant speaks APIv3 with this material (its v2 key stays, for red
+    /// packets and v2 transfers).
+    pub v3: Option<merchant_v3::V3Merchant>,
 }
 
 impl Config {
@@ -590,17 +613,21 @@ impl Config {
         };
         let mut merchants = Vec::new();
         for m in raw.merchants {
-            let api_key = match (lookup(format!("MINIPAY_MERCHANT_{}_API_KEY", m.mch_id)), &m.api_key_file, m.api_key) {
-                (Some(k), _, _) => ApiKey::new(k),
-                (None, Some(f), _) => ApiKey::new(read_secret(&path(f))?),
-                (None, None, Some(k)) => k,
-                (None, None, None) => {
-                    return invalid(format!(
-                        "merchant {}: api_key, api_key_file or MINIPAY_MERCHANT_{}_API_KEY is required",
-                        m.mch_id, m.mch_id
-                    ));
-                }
-            };
+            let api_version = m.api_version.version();
+            let api_key =
+                match (lookup(format!("MINIPAY_MERCHANT_{}_API_KEY", m.mch_id)), &m.api_key_file, m.api_key.clone()) {
+                    (Some(k), _, _) => Some(ApiKey::new(k)),
+                    (None, Some(f), _) => Some(ApiKey::new(read_secret(&path(f))?)),
+                    (None, None, Some(k)) => Some(k),
+                    (None, None, None) if api_version == wxpay::merchant::ApiVersion::V3 => None,
+                    (None, None, None) => {
+                        return invalid(format!(
+                            "merchant {}: api_key, api_key_file or MINIPAY_MERCHANT_{}_API_KEY is required",
+                            m.mch_id, m.mch_id
+                        ));
+                    }
+                };
+            let v3 = merchant_v3::resolve(&m, api_version, &lookup, &path)?;
             let password = match (lookup(format!("MINIPAY_MERCHANT_{}_CERT_PASSWORD", m.mch_id)), &m.cert_password_file)
             {
                 (Some(p), _) => Some(SecretString::from(p)),
@@ -621,7 +648,14 @@ impl Config {
                     ));
                 }
             };
-            merchants.push(MerchantConfig { mch_id: m.mch_id, api_key, sign_type: m.sign_type, identity });
+            merchants.push(MerchantConfig {
+                mch_id: m.mch_id,
+                api_key,
+                sign_type: m.sign_type,
+                identity,
+                api_version,
+                v3,
+            });
         }
         let mut apps = Vec::new();
         for a in raw.apps {
@@ -676,9 +710,15 @@ impl Config {
             payouts: PayoutsConfig::default(),
             merchants: vec![MerchantConfig {
                 mch_id: DEMO_MCH_ID.into(),
-                api_key: ApiKey::new(DEMO_API_KEY),
+                api_key: Some(ApiKey::new(DEMO_API_KEY)),
                 sign_type: SignType::Md5,
                 identity: Some(ClientIdentity::Pkcs12 { der: sandbox.client_p12, password: None }),
+                api_version: if sandbox.v3.is_some() {
+                    wxpay::merchant::ApiVersion::V3
+                } else {
+                    wxpay::merchant::ApiVersion::V2
+                },
+                v3: sandbox.v3,
             }],
             apps: vec![AppConfig {
                 appid: DEMO_APPID.into(),
@@ -719,8 +759,11 @@ impl Config {
             if !seen.insert(m.mch_id.as_str()) {
                 return invalid(format!("merchant {} appears twice", m.mch_id));
             }
-            if m.api_key.expose().is_empty() {
+            if m.api_key.as_ref().is_some_and(|k| k.expose().is_empty()) {
                 return invalid(format!("merchant {} has an empty api_key", m.mch_id));
+            }
+            if m.api_version == wxpay::merchant::ApiVersion::V3 && m.v3.is_none() {
+                return invalid(format!("merchant {}: api_version = \"v3\" needs the v3 material", m.mch_id));
             }
         }
         let mut apps = std::collections::BTreeSet::new();
@@ -785,7 +828,11 @@ impl Config {
         let m = self
             .merchant(mch_id)
             .ok_or_else(|| ConfigError::Client { mch_id: mch_id.into(), message: "merchant not configured".into() })?;
-        let mut c = ClientConfig::new(mch_id, appid, m.api_key.clone());
+        let key = m.api_key.clone().ok_or_else(|| ConfigError::Client {
+            mch_id: mch_id.into(),
+            message: "no v2 api_key configured (a v3 merchant needs one for red packets and v2 transfers)".into(),
+        })?;
+        let mut c = ClientConfig::new(mch_id, appid, key);
         c.base_url = self.wechat.pay_base_url.clone();
         c.sign_type = m.sign_type;
         c.timeout = self.wechat.timeout;
@@ -793,6 +840,62 @@ impl Config {
         c.identity = m.identity.clone();
         c.extra_root_ca_pem = self.wechat.extra_root_ca_pem.clone();
         wxpay::Client::new(c).map_err(|e| ConfigError::Client { mch_id: mch_id.into(), message: e.to_string() })
+    }
+
+    /// The payment and refund client for a merchant acting for one of its apps, in the
+    /// merchant's protocol.
+    pub fn merchant_client_for(&self, mch_id: &str, appid: &str) -> Result<MerchantClient, ConfigError> {
+        let m = self
+            .merchant(mch_id)
+            .ok_or_else(|| ConfigError::Client { mch_id: mch_id.into(), message: "merchant not configured".into() })?;
+        match (m.api_version, &m.v3) {
+            (wxpay::merchant::ApiVersion::V3, Some(v3)) => Ok(MerchantClient::V3(v3.client(self, appid)?)),
+            _ => Ok(MerchantClient::V2 {
+                client: self.wxpay_client_for(mch_id, appid)?,
+                appid: appid.to_owned(),
+                sign_type: m.sign_type,
+                key: m.api_key.clone().expect("wxpay_client_for checked the v2 key"),
+            }),
+        }
+    }
+
+    /// The v3 client of a merchant that has v3 material (transfer-bills, certificates).
+    pub fn v3_client_for(&self, mch_id: &str, appid: &str) -> Result<wxpay::v3::Client, ConfigError> {
+        let m = self
+            .merchant(mch_id)
+            .ok_or_else(|| ConfigError::Client { mch_id: mch_id.into(), message: "merchant not configured".into() })?;
+        match &m.v3 {
+            Some(v3) => v3.client(self, appid),
+            None => Err(ConfigError::Client { mch_id: mch_id.into(), message: "no APIv3 material configured".into() }),
+        }
+    }
+
+    /// Where WeChat sends the payment notifications of `mch_id`'s orders, in its protocol.
+    pub fn pay_notify_url_for(&self, mch_id: &str) -> String {
+        match self.merchant(mch_id).map(|m| m.api_version) {
+            Some(wxpay::merchant::ApiVersion::V3) => self.v3_pay_notify_url(mch_id),
+            _ => self.pay_notify_url(),
+        }
+    }
+
+    /// Where WeChat sends the refund notifications of `mch_id`, in its protocol.
+    pub fn refund_notify_url_for(&self, mch_id: &str) -> String {
+        match self.merchant(mch_id).map(|m| m.api_version) {
+            Some(wxpay::merchant::ApiVersion::V3) => self.v3_refund_notify_url(mch_id),
+            _ => self.refund_notify_url(),
+        }
+    }
+
+    /// Where WeChat sends a v3 merchant's payment notifications. The path names the
+    /// merchant because a v3 notification says which merchant it is for only inside its
+    /// encrypted resource, and the APIv3 key that decrypts it is per merchant.
+    pub fn v3_pay_notify_url(&self, mch_id: &str) -> String {
+        format!("{}/wxpay/v3/notify/{mch_id}/pay", self.notify.public_url.trim_end_matches('/'))
+    }
+
+    /// Where WeChat sends a v3 merchant's refund notifications.
+    pub fn v3_refund_notify_url(&self, mch_id: &str) -> String {
+        format!("{}/wxpay/v3/notify/{mch_id}/refund", self.notify.public_url.trim_end_matches('/'))
     }
 
     /// The `api.weixin.qq.com` client (login, tokens).

@@ -51,6 +51,7 @@ pub async fn receive<F, Fut>(
     payload: actix_web::web::Payload,
     state: &crate::State,
     kind: minipay_store::notifications::NotificationKind,
+    reply: crate::outcome::Reply,
     process: F,
 ) -> actix_web::HttpResponse
 where
@@ -70,5 +71,5 @@ where
         },
         Err(e) => Handled::reject("unreadable", e.to_string(), &actix_web::web::Bytes::new()),
     };
-    crate::outcome::finish(state, req, kind, handled, started).await
+    crate::outcome::finish(state, req, kind, reply, handled, started).await
 }

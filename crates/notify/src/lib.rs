@@ -32,6 +32,7 @@ mod outcome;
 mod pay;
 mod refund;
 mod reply;
+mod v3;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -57,9 +58,14 @@ pub struct Merchants {
 impl Merchants {
     pub fn from_config(config: &Config) -> Merchants {
         Merchants {
-            keys: config.merchants.iter().map(|m| (m.mch_id.clone(), m.api_key.clone())).collect(),
+            keys: config.merchants.iter().filter_map(|m| Some((m.mch_id.clone(), m.api_key.clone()?))).collect(),
             apps: config.apps.iter().map(|a| (a.appid.clone(), a.mch_id.clone())).collect(),
         }
+    }
+
+    /// The merchant an app belongs to.
+    pub fn app_merchant(&self, appid: &str) -> Option<&str> {
+        self.apps.get(appid).map(String::as_str)
     }
 
     /// The key of `mch_id`, if the merchant is ours and `appid` (when given) is one of its
@@ -83,6 +89,9 @@ pub(crate) struct State {
     pub metrics: Metrics,
     /// Common-case payments of concurrent notifications, applied a group per statement.
     pub payments: GroupCommit<NotifiedPayment, GroupAnswer>,
+    /// The v3 client (verifier, certificate refresh, APIv3 key) of every merchant with v3
+    /// material, by mch_id.
+    pub v3: HashMap<String, wxpay::v3::Client>,
 }
 
 /// The running notify service.
@@ -107,6 +116,12 @@ impl Application {
         let limits =
             group_commit::Limits { max_group: config.database.group_max, in_flight: config.database.group_in_flight };
         let payments = payment_group(pool.clone(), metrics.clone(), limits);
+        let mut v3 = HashMap::new();
+        for m in config.merchants.iter().filter(|m| m.v3.is_some()) {
+            let appid = config.merchant_app(&m.mch_id).map(|a| a.appid.clone()).unwrap_or_default();
+            let client = config.v3_client_for(&m.mch_id, &appid).map_err(std::io::Error::other)?;
+            v3.insert(m.mch_id.clone(), client);
+        }
         let state = web::Data::new(State {
             pool,
             payments,
@@ -114,12 +129,15 @@ impl Application {
             max_body_bytes: config.notify.max_body_bytes,
             rejected_keep: config.notify.rejected_keep,
             metrics: metrics.clone(),
+            v3,
         });
         let mut server = actix_web::HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .route("/wxpay/notify/pay", web::post().to(pay::handle))
                 .route("/wxpay/notify/refund", web::post().to(refund::handle))
+                .route("/wxpay/v3/notify/{mch_id}/pay", web::post().to(v3::pay))
+                .route("/wxpay/v3/notify/{mch_id}/refund", web::post().to(v3::refund))
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics::serve))

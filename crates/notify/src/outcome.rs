@@ -46,12 +46,36 @@ impl Handled {
     }
 }
 
+/// Which protocol's reply: v2's XML document, or v3's 204 / `{"code":"FAIL"}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    V2,
+    V3,
+}
+
+impl Reply {
+    fn success(self) -> HttpResponse {
+        match self {
+            Reply::V2 => reply::success(),
+            Reply::V3 => reply::v3_success(),
+        }
+    }
+
+    fn fail(self, status: StatusCode) -> HttpResponse {
+        match self {
+            Reply::V2 => reply::fail(status),
+            Reply::V3 => reply::v3_fail(status),
+        }
+    }
+}
+
 /// Replies, counts, logs and keeps refused bodies. Never fails: if even the forensic insert
 /// fails (database down), the reply is still FAIL.
 pub async fn finish(
     state: &State,
     req: &HttpRequest,
     kind: NotificationKind,
+    reply: Reply,
     handled: Handled,
     started: Instant,
 ) -> HttpResponse {
@@ -61,7 +85,7 @@ pub async fn finish(
         Handled::Ack { outcome, reference } => {
             state.metrics.observe(k, outcome, elapsed);
             tracing::info!(kind = k, outcome, reference = %reference, "notification acknowledged");
-            reply::success()
+            reply.success()
         }
         Handled::Reject { reason, detail, status, body, size } => {
             state.metrics.observe(k, &format!("rejected_{reason}"), elapsed);
@@ -84,12 +108,12 @@ pub async fn finish(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not keep the rejected body"),
             }
-            reply::fail(status)
+            reply.fail(status)
         }
         Handled::Unavailable { error } => {
             state.metrics.observe(k, "error", elapsed);
             tracing::error!(kind = k, error = %error, "notification not applied; WeChat will retry");
-            reply::fail(StatusCode::SERVICE_UNAVAILABLE)
+            reply.fail(StatusCode::SERVICE_UNAVAILABLE)
         }
     }
 }

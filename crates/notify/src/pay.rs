@@ -13,11 +13,11 @@ use wxpay::xml::{self, Params};
 
 use crate::State;
 use crate::body;
-use crate::outcome::Handled;
+use crate::outcome::{Handled, Reply};
 
 #[tracing::instrument(name = "notification", skip_all, fields(kind = "payment"))]
 pub async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
-    body::receive(&req, payload, &state, NotificationKind::Payment, |b| process(&state, b)).await
+    body::receive(&req, payload, &state, NotificationKind::Payment, Reply::V2, |b| process(&state, b)).await
 }
 
 async fn process(state: &State, body: Bytes) -> Handled {
@@ -40,7 +40,7 @@ async fn process(state: &State, body: Bytes) -> Handled {
     if !success("return_code") || !success("result_code") {
         // A genuine "payment failed" notice: nothing to apply (the order stays open for the
         // user to retry; expiry and orderquery close it). Keep it and acknowledge.
-        return match keep_only(state, text, &mch_id, appid.as_deref(), &reference).await {
+        return match keep_only(state, text, &mch_id, appid.as_deref(), &reference, None).await {
             Ok(()) => Handled::Ack { outcome: "not_paid", reference },
             Err(e) => Handled::Unavailable { error: e.to_string() },
         };
@@ -49,22 +49,24 @@ async fn process(state: &State, body: Bytes) -> Handled {
         Ok(f) => f,
         Err(why) => return Handled::reject("invalid_fields", why, &body),
     };
-    match apply(state, &facts, text).await {
-        Ok(applied) => {
-            let outcome = match &applied {
-                PaymentApplied::Applied { late: false } => "applied",
-                PaymentApplied::Applied { late: true } => "applied_late",
-                PaymentApplied::AlreadyApplied => "duplicate",
-                PaymentApplied::Mismatch { .. } => "mismatch",
-                PaymentApplied::UnknownOrder { .. } => "unknown_order",
-            };
-            if let PaymentApplied::Mismatch { anomaly_id, reason } = &applied {
-                tracing::warn!(out_trade_no = %reference, anomaly_id, reason = %reason,
-                    openid = %mask(&facts.openid), "genuine payment notification disagrees with the order");
-            }
-            Handled::Ack { outcome, reference }
-        }
+    match apply(state, &facts, text, None).await {
+        Ok(applied) => Handled::Ack { outcome: outcome_label(&applied, &facts), reference },
         Err(e) => Handled::Unavailable { error: e.to_string() },
+    }
+}
+
+/// The metric label of a settled payment notification (a mismatch is logged here, masked).
+pub(crate) fn outcome_label(applied: &PaymentApplied, facts: &PaymentFacts) -> &'static str {
+    if let PaymentApplied::Mismatch { anomaly_id, reason } = applied {
+        tracing::warn!(out_trade_no = %facts.out_trade_no, anomaly_id, reason = %reason,
+            openid = %mask(&facts.openid), "genuine payment notification disagrees with the order");
+    }
+    match applied {
+        PaymentApplied::Applied { late: false } => "applied",
+        PaymentApplied::Applied { late: true } => "applied_late",
+        PaymentApplied::AlreadyApplied => "duplicate",
+        PaymentApplied::Mismatch { .. } => "mismatch",
+        PaymentApplied::UnknownOrder { .. } => "unknown_order",
     }
 }
 
@@ -95,14 +97,25 @@ fn facts_of(p: &Params) -> Result<PaymentFacts, String> {
     })
 }
 
-async fn apply(state: &State, facts: &PaymentFacts, text: &str) -> Result<PaymentApplied, StoreError> {
+/// Settles a genuine payment notification: the raw notification and the payment in one
+/// transaction. `fields`: the decrypted payload of a v3 notification (its body is
+/// ciphertext); `None` for v2, whose body shows every field.
+pub(crate) async fn apply(
+    state: &State,
+    facts: &PaymentFacts,
+    text: &str,
+    fields: Option<serde_json::Value>,
+) -> Result<PaymentApplied, StoreError> {
     // The common case (first delivery for an open, matching order): grouped with the other
-    // notifications arriving meanwhile, one statement and one commit for the group.
-    let grouped = NotifiedPayment { facts: facts.clone(), body: text.to_owned() };
-    match state.payments.submit(grouped).await {
-        Ok(GroupAnswer::Applied) => return Ok(PaymentApplied::Applied { late: false }),
-        Ok(GroupAnswer::Repeat) => return Ok(PaymentApplied::AlreadyApplied),
-        Ok(GroupAnswer::NotHandled) | Err(_) => {}
+    // notifications arriving meanwhile, one statement and one commit for the group. The
+    // grouped statement stores bodies only, so v3 notifications take the single path.
+    if fields.is_none() {
+        let grouped = NotifiedPayment { facts: facts.clone(), body: text.to_owned() };
+        match state.payments.submit(grouped).await {
+            Ok(GroupAnswer::Applied) => return Ok(PaymentApplied::Applied { late: false }),
+            Ok(GroupAnswer::Repeat) => return Ok(PaymentApplied::AlreadyApplied),
+            Ok(GroupAnswer::NotHandled) | Err(_) => {}
+        }
     }
     // Not applied by the group: a repeat, a mismatch, a late payment, or the group failed.
     // A repeat of the very body that was applied costs one statement; everything else takes
@@ -113,7 +126,7 @@ async fn apply(state: &State, facts: &PaymentFacts, text: &str) -> Result<Paymen
         appid: Some(&facts.appid),
         reference: &facts.out_trade_no,
         body: text,
-        fields: None,
+        fields,
         expected_outcome: "applied",
     };
     {
@@ -142,12 +155,13 @@ async fn apply(state: &State, facts: &PaymentFacts, text: &str) -> Result<Paymen
     Ok(applied)
 }
 
-async fn keep_only(
+pub(crate) async fn keep_only(
     state: &State,
     text: &str,
     mch_id: &str,
     appid: Option<&str>,
     reference: &str,
+    fields: Option<serde_json::Value>,
 ) -> Result<(), StoreError> {
     // One statement: no transaction needed.
     let mut conn = state.pool.acquire().await?;
@@ -159,7 +173,7 @@ async fn keep_only(
             appid,
             reference,
             body: text,
-            fields: None,
+            fields,
             expected_outcome: "not_paid",
         },
     )

@@ -14,11 +14,11 @@ use wxpay::xml::{self, Params};
 
 use crate::State;
 use crate::body;
-use crate::outcome::Handled;
+use crate::outcome::{Handled, Reply};
 
 #[tracing::instrument(name = "notification", skip_all, fields(kind = "refund"))]
 pub async fn handle(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
-    body::receive(&req, payload, &state, NotificationKind::Refund, |b| process(&state, b)).await
+    body::receive(&req, payload, &state, NotificationKind::Refund, Reply::V2, |b| process(&state, b)).await
 }
 
 async fn process(state: &State, body: Bytes) -> Handled {
@@ -58,7 +58,7 @@ async fn process(state: &State, body: Bytes) -> Handled {
         WxRefundStatus::Processing => None,
     };
     let Some(status) = result else {
-        return match record(state, &inner, text, &mch_id, appid.as_deref(), &reference, None).await {
+        return match record(state, fields_of(&inner), text, &mch_id, appid.as_deref(), &reference, None).await {
             Ok(_) => Handled::Ack { outcome: "not_final", reference },
             Err(e) => Handled::Unavailable { error: e.to_string() },
         };
@@ -74,37 +74,42 @@ async fn process(state: &State, body: Bytes) -> Handled {
         recv_account: info.refund_recv_accout,
         source: Source::Notification { notification_id: 0 },
     };
-    match record(state, &inner, text, &mch_id, appid.as_deref(), &reference, Some(&facts)).await {
-        Ok(applied) => {
-            let outcome = match &applied {
-                Some(RefundApplied::Applied { .. }) => "applied",
-                Some(RefundApplied::AlreadyApplied) => "duplicate",
-                Some(RefundApplied::Mismatch { anomaly_id, reason }) => {
-                    tracing::warn!(out_refund_no = %reference, anomaly_id, reason = %reason,
-                        "genuine refund notification disagrees with the refund");
-                    "mismatch"
-                }
-                Some(RefundApplied::UnknownRefund { .. }) => "unknown_refund",
-                None => "not_final",
-            };
-            Handled::Ack { outcome, reference }
-        }
+    match record(state, fields_of(&inner), text, &mch_id, appid.as_deref(), &reference, Some(&facts)).await {
+        Ok(applied) => Handled::Ack { outcome: outcome_label(&applied, &reference), reference },
         Err(e) => Handled::Unavailable { error: e.to_string() },
     }
 }
 
+fn fields_of(inner: &Params) -> serde_json::Value {
+    inner.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect()
+}
+
+/// The metric label of a refund notification (a mismatch is logged here).
+pub(crate) fn outcome_label(applied: &Option<RefundApplied>, reference: &str) -> &'static str {
+    match applied {
+        Some(RefundApplied::Applied { .. }) => "applied",
+        Some(RefundApplied::AlreadyApplied) => "duplicate",
+        Some(RefundApplied::Mismatch { anomaly_id, reason }) => {
+            tracing::warn!(out_refund_no = %reference, anomaly_id, reason = %reason,
+                "genuine refund notification disagrees with the refund");
+            "mismatch"
+        }
+        Some(RefundApplied::UnknownRefund { .. }) => "unknown_refund",
+        None => "not_final",
+    }
+}
+
 /// Keeps the notification and, when there are facts, settles them, in one transaction.
-async fn record(
+/// `fields`: the decrypted content (v2 `req_info`, v3 resource).
+pub(crate) async fn record(
     state: &State,
-    inner: &Params,
+    fields: serde_json::Value,
     text: &str,
     mch_id: &str,
     appid: Option<&str>,
     reference: &str,
     facts: Option<&RefundFacts>,
 ) -> Result<Option<RefundApplied>, StoreError> {
-    let fields: serde_json::Value =
-        inner.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
     let mut tx = state.pool.begin().await?;
     let stored = notifications::record(
         &mut tx,

@@ -20,3 +20,15 @@ pub fn fail(status: StatusCode) -> HttpResponse {
         "<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[{msg}]]></return_msg></xml>"
     ))
 }
+
+/// The v3 acknowledgement: 204, no body (WeChat accepts 200 or 204).
+pub fn v3_success() -> HttpResponse {
+    HttpResponse::NoContent().finish()
+}
+
+/// A v3 refusal or temporary failure: the status and `{"code":"FAIL","message":…}`, as
+/// vague as the v2 one.
+pub fn v3_fail(status: StatusCode) -> HttpResponse {
+    let msg = if status.is_server_error() { "temporarily unavailable" } else { "rejected" };
+    HttpResponse::build(status).content_type("application/json").body(wxpay::v3::notify::failure_body(msg))
+}

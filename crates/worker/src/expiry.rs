@@ -23,7 +23,8 @@ use minipay_store::orders::{self, Order};
 use minipay_store::settle::{self, PaymentApplied};
 use sqlx::PgPool;
 use wxpay::Outcome;
-use wxpay::api::{CloseOrderRequest, OrderQueryRequest, OrderRef, TradeState};
+use wxpay::api::TradeState;
+use wxpay::merchant::MerchantClient;
 
 use crate::{Schedule, Worker};
 
@@ -64,7 +65,7 @@ pub enum ExpiryError {
 #[derive(Clone)]
 pub struct OrderExpiry {
     pool: PgPool,
-    clients: Arc<HashMap<(String, String), wxpay::Client>>,
+    clients: Arc<HashMap<(String, String), MerchantClient>>,
     batch: i64,
 }
 
@@ -72,12 +73,13 @@ impl OrderExpiry {
     pub fn new(pool: PgPool, config: &Config) -> Result<OrderExpiry, ExpiryError> {
         let mut clients = HashMap::new();
         for app in &config.apps {
-            clients.insert((app.mch_id.clone(), app.appid.clone()), config.wxpay_client_for(&app.mch_id, &app.appid)?);
+            clients
+                .insert((app.mch_id.clone(), app.appid.clone()), config.merchant_client_for(&app.mch_id, &app.appid)?);
         }
         Ok(OrderExpiry { pool, clients: Arc::new(clients), batch: config.worker.expiry_batch.max(1) })
     }
 
-    fn client(&self, o: &Order) -> Result<&wxpay::Client, ExpiryError> {
+    fn client(&self, o: &Order) -> Result<&MerchantClient, ExpiryError> {
         self.clients.get(&(o.mch_id.clone(), o.appid.clone())).ok_or_else(|| ExpiryError::NoClient(o.mch_id.clone()))
     }
 
@@ -95,7 +97,7 @@ impl OrderExpiry {
         let client = self.client(&order)?;
         orders::mark_queried(&mut *tx, order.id).await?;
         let no = order.out_trade_no.clone();
-        let query = client.order_query(&OrderQueryRequest { order: OrderRef::OutTradeNo(no.clone()) }).await;
+        let query = client.order_query(&no).await;
         let step = match query {
             Err(e) => defer(&mut tx, &order, format!("orderquery not sent: {e}")).await?,
             Ok(Outcome::Success(q)) => match orders::facts_from_query(&order, &q) {
@@ -137,11 +139,11 @@ impl OrderExpiry {
     async fn close(
         &self,
         tx: &mut sqlx::PgConnection,
-        client: &wxpay::Client,
+        client: &MerchantClient,
         order: &Order,
     ) -> Result<ExpiryStep, ExpiryError> {
         let no = order.out_trade_no.clone();
-        match client.close_order(&CloseOrderRequest { out_trade_no: no.clone() }).await {
+        match client.close_order(&no).await {
             Ok(Outcome::Success(_)) => {}
             Ok(Outcome::Failed { code, .. }) if code == "ORDERCLOSED" || code == "ORDERNOTEXIST" => {}
             Ok(Outcome::Failed { code, .. }) if code == "ORDERPAID" => {

@@ -323,7 +323,10 @@ impl PayoutSender {
         pool: PgPool,
     ) -> Result<PayoutSender, minipay_config::ConfigError> {
         let mut clients = HashMap::new();
-        for app in &config.apps {
+        // v2 transfers and red packets need the merchant's v2 key; a v3 merchant without one
+        // has no v2 payouts (its requests wait with "merchant not configured").
+        let v2 = |mch_id: &str| config.merchant(mch_id).is_some_and(|m| m.api_key.is_some());
+        for app in config.apps.iter().filter(|a| v2(&a.mch_id)) {
             clients.insert(app.appid.clone(), config.wxpay_client_for(&app.mch_id, &app.appid)?);
         }
         Ok(PayoutSender::new(pool, clients, sender_config(config)))

@@ -25,7 +25,7 @@ use minipay_store::refunds::{self, Refund};
 use minipay_store::settle::{self, RefundFacts, RefundResult, Source};
 use sqlx::PgPool;
 use wxpay::Outcome;
-use wxpay::api::{OrderRef, RefundQueryRequest, RefundRef, RefundRequest};
+use wxpay::merchant::{MerchantClient, RefundCall};
 
 use crate::{Schedule, Worker};
 
@@ -55,8 +55,8 @@ pub enum FollowupError {
 #[derive(Clone)]
 pub struct RefundFollowup {
     pool: PgPool,
-    clients: Arc<HashMap<(String, String), wxpay::Client>>,
-    refund_notify_url: String,
+    clients: Arc<HashMap<(String, String), MerchantClient>>,
+    config: Arc<Config>,
     lease_secs: f64,
 }
 
@@ -64,12 +64,13 @@ impl RefundFollowup {
     pub fn new(pool: PgPool, config: &Config) -> Result<RefundFollowup, FollowupError> {
         let mut clients = HashMap::new();
         for app in &config.apps {
-            clients.insert((app.mch_id.clone(), app.appid.clone()), config.wxpay_client_for(&app.mch_id, &app.appid)?);
+            let client = config.merchant_client_for(&app.mch_id, &app.appid)?;
+            clients.insert((app.mch_id.clone(), app.appid.clone()), client);
         }
         Ok(RefundFollowup {
             pool,
             clients: Arc::new(clients),
-            refund_notify_url: config.refund_notify_url(),
+            config: Arc::new(config.clone()),
             lease_secs: LEASE_SECS,
         })
     }
@@ -92,8 +93,7 @@ impl RefundFollowup {
         let Some(client) = self.clients.get(&(order.mch_id.clone(), order.appid.clone())) else {
             return Ok(Some(FollowupStep::NoAnswer { out_refund_no: no, reason: "merchant not configured".into() }));
         };
-        let query = RefundQueryRequest { by: RefundRef::OutRefundNo(no.clone()), offset: None };
-        let step = match client.refund_query(&query).await {
+        let step = match client.refund_query(&no).await {
             Ok(Outcome::Success(q)) => match q.refunds.iter().find(|i| i.out_refund_no == no) {
                 None => FollowupStep::NoAnswer { out_refund_no: no.clone(), reason: "not in the answer".into() },
                 Some(item) => {
@@ -152,18 +152,17 @@ impl RefundFollowup {
     /// and the next pass queries again.
     async fn resend(
         &self,
-        client: &wxpay::Client,
+        client: &MerchantClient,
         order: &orders::Order,
         refund: &Refund,
     ) -> Result<FollowupStep, FollowupError> {
-        let req = RefundRequest {
-            order: OrderRef::OutTradeNo(order.out_trade_no.clone()),
+        let req = RefundCall {
+            out_trade_no: order.out_trade_no.clone(),
             out_refund_no: refund.out_refund_no.clone(),
-            total_fee: order.amount,
-            refund_fee: refund.amount,
-            refund_desc: refund.reason.clone(),
-            notify_url: Some(self.refund_notify_url.clone()),
-            refund_account: None,
+            total: order.amount,
+            refund: refund.amount,
+            reason: refund.reason.clone(),
+            notify_url: Some(self.config.refund_notify_url_for(&order.mch_id)),
         };
         let outcome = client.refund(&req).await;
         let mut tx = self.pool.begin().await?;
@@ -173,7 +172,7 @@ impl RefundFollowup {
             .ok_or(FollowupError::Missing(refund.out_refund_no.clone(), "vanished"))?;
         let open = matches!(current.status, RefundStatus::Pending | RefundStatus::Unknown);
         match outcome {
-            Ok(Outcome::Success(r)) if open => refunds::set_processing(&mut tx, &current, &r.refund_id).await?,
+            Ok(Outcome::Success(refund_id)) if open => refunds::set_processing(&mut tx, &current, &refund_id).await?,
             Ok(Outcome::Failed { code, message }) if open => {
                 refunds::set_failed(&mut tx, &current, &code, &message).await?
             }

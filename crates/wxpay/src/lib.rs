@@ -35,6 +35,7 @@ pub mod api;
 pub mod bill;
 pub mod client;
 pub mod jsapi;
+pub mod merchant;
 pub mod money;
 pub mod outcome;
 pub mod refund_notify;

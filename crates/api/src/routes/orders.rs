@@ -11,7 +11,7 @@ use minipay_store::refunds;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use wxpay::Fen;
-use wxpay::jsapi::{RequestPaymentParams, request_payment_params};
+use wxpay::merchant::PayParams as WirePayParams;
 
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
@@ -75,15 +75,27 @@ pub struct PayParams {
     pub pay_sign: String,
 }
 
-impl From<RequestPaymentParams> for PayParams {
-    fn from(p: RequestPaymentParams) -> PayParams {
-        PayParams {
-            app_id: p.app_id,
-            time_stamp: p.time_stamp,
-            nonce_str: p.nonce_str,
-            package: p.package,
-            sign_type: p.sign_type.as_str().to_owned(),
-            pay_sign: p.pay_sign,
+/// `signType` is `MD5` / `HMAC-SHA256` for a v2 merchant and `RSA` for a v3 one; the
+/// mini-program passes the object to `wx.requestPayment` as it is either way.
+impl From<WirePayParams> for PayParams {
+    fn from(p: WirePayParams) -> PayParams {
+        match p {
+            WirePayParams::V2(p) => PayParams {
+                app_id: p.app_id,
+                time_stamp: p.time_stamp,
+                nonce_str: p.nonce_str,
+                package: p.package,
+                sign_type: p.sign_type.as_str().to_owned(),
+                pay_sign: p.pay_sign,
+            },
+            WirePayParams::V3(p) => PayParams {
+                app_id: p.app_id,
+                time_stamp: p.time_stamp,
+                nonce_str: p.nonce_str,
+                package: p.package,
+                sign_type: p.sign_type.to_owned(),
+                pay_sign: p.pay_sign,
+            },
         }
     }
 }
@@ -274,10 +286,8 @@ async fn prepay(
     let mut view = OrderView::new(&current);
     match issued {
         Issued::Prepaid { prepay_id } => {
-            let m = state.config.merchant(&current.mch_id).ok_or_else(|| {
-                ApiError::internal(&std::io::Error::other(format!("merchant {} not configured", current.mch_id)))
-            })?;
-            view.pay_params = Some(request_payment_params(&current.appid, &prepay_id, m.sign_type, &m.api_key).into());
+            let client = state.wxpay(&current.mch_id, &current.appid)?;
+            view.pay_params = Some(client.pay_params(&current.appid, &prepay_id).into());
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok(HttpResponse::build(status).json(view))
         }

@@ -165,9 +165,11 @@ pub struct RedpackView {
 impl RedpackView {
     fn new(r: &Redpack, state: &AppState) -> RedpackView {
         let biz = match (&r.package, r.kind, r.status) {
-            (Some(pkg), RedpackKind::MiniProgram, RedpackStatus::Sent) => {
-                state.config.merchant(&r.mch_id).map(|m| send_biz_red_packet_params(&r.appid, pkg, &m.api_key).into())
-            }
+            (Some(pkg), RedpackKind::MiniProgram, RedpackStatus::Sent) => state
+                .config
+                .merchant(&r.mch_id)
+                .and_then(|m| m.api_key.as_ref())
+                .map(|k| send_biz_red_packet_params(&r.appid, pkg, k).into()),
             _ => None,
         };
         RedpackView {
