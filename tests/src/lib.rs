@@ -97,6 +97,24 @@ impl Protocol {
     pub const ALL: [Protocol; 2] = [Protocol::V2, Protocol::V3];
 }
 
+/// Runs a story `async fn name(protocol: Protocol)` as two tests, `name::v2` and
+/// `name::v3`: the same steps and assertions for a v2 and a v3 merchant.
+#[macro_export]
+macro_rules! both_protocols {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn v2() {
+                super::$name($crate::Protocol::V2).await
+            }
+            #[tokio::test]
+            async fn v3() {
+                super::$name($crate::Protocol::V3).await
+            }
+        }
+    )+};
+}
+
 /// Options for [`TestApp::spawn_with`].
 pub struct Options {
     pub sandbox: SandboxConfig,
@@ -617,6 +635,32 @@ impl TestApp {
     }
 
     /// Injects a sandbox fault on a WeChat path for the next `times` calls.
+    /// The sandbox path of a WeChat Pay call in this test's protocol (a fault target),
+    /// named by its v2 path; notification targets (`notify/…`) are the same for both.
+    pub fn wx_path(&self, v2_path: &str) -> String {
+        if self.protocol == Protocol::V2 {
+            return v2_path.to_owned();
+        }
+        match v2_path {
+            "/pay/unifiedorder" => "/v3/pay/transactions/jsapi",
+            "/pay/orderquery" => "/v3/pay/transactions/out-trade-no/{out_trade_no}",
+            "/pay/closeorder" => "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
+            "/secapi/pay/refund" => "/v3/refund/domestic/refunds",
+            "/pay/refundquery" => "/v3/refund/domestic/refunds/{out_refund_no}",
+            other => other,
+        }
+        .to_owned()
+    }
+
+    /// A WeChat error code in this test's protocol, named by its v2 spelling.
+    pub fn wx_code(&self, v2_code: &str) -> String {
+        match (self.protocol, v2_code) {
+            (Protocol::V3, "SYSTEMERROR") => "SYSTEM_ERROR".into(),
+            (Protocol::V3, "NOTENOUGH") => "NOT_ENOUGH".into(),
+            (_, other) => other.into(),
+        }
+    }
+
     pub fn add_fault(&self, path: &str, kind: minipay_sandbox::FaultKind, times: u32) {
         self.sandbox
             .add_fault(minipay_sandbox::Fault { path: path.into(), kind, times: Some(times) })

@@ -1,10 +1,12 @@
 //! The order-expiry job and webhook delivery retries, driven one step at a time.
 
 use chrono::Utc;
-use minipay_e2e::{Options, TestApp};
+use minipay_e2e::{Options, Protocol, TestApp, both_protocols};
 use minipay_worker::expiry::{ExpiryStep, OrderExpiry};
 use minipay_worker::webhooks::{Delivery, WebhookSender};
 use serde_json::json;
+
+both_protocols!(expiry_closes_an_unpaid_order_at_wechat_and_here, a_payment_in_the_last_second_wins_over_expiry);
 
 async fn short_order(app: &TestApp, no: &str) {
     let openid = app.login("demo-user").await;
@@ -12,9 +14,8 @@ async fn short_order(app: &TestApp, no: &str) {
     app.create_order(&body).await.expect(201);
 }
 
-#[tokio::test]
-async fn expiry_closes_an_unpaid_order_at_wechat_and_here() {
-    let app = TestApp::spawn().await;
+async fn expiry_closes_an_unpaid_order_at_wechat_and_here(protocol: Protocol) {
+    let app = TestApp::spawn_with(Options::with_protocol(protocol)).await;
     short_order(&app, "exp-unpaid").await;
     let job = OrderExpiry::new(app.pool().clone(), &app.config).unwrap();
     assert_eq!(job.try_execute_at(Utc::now() - chrono::Duration::seconds(10)).await.unwrap(), None, "not due yet");
@@ -28,9 +29,8 @@ async fn expiry_closes_an_unpaid_order_at_wechat_and_here() {
     app.assert_ledger_balanced().await;
 }
 
-#[tokio::test]
-async fn a_payment_in_the_last_second_wins_over_expiry() {
-    let app = TestApp::spawn().await;
+async fn a_payment_in_the_last_second_wins_over_expiry(protocol: Protocol) {
+    let app = TestApp::spawn_with(Options::with_protocol(protocol)).await;
     short_order(&app, "exp-paid").await;
     // Paid just before expiry; WeChat's notification has not arrived when the job runs.
     app.pay_silently("exp-paid");

@@ -1,8 +1,16 @@
 //! Refunds under concurrency and when WeChat's answer is lost.
 
-use minipay_e2e::TestApp;
+use minipay_e2e::{Options, Protocol, TestApp, both_protocols};
 use minipay_sandbox::{Fault, FaultKind};
 use serde_json::json;
+
+both_protocols!(
+    a_lost_refund_answer_is_resolved_by_query,
+    a_refused_refund_releases_its_reservation,
+    unifiedorder_unknown_is_retried_with_the_same_number,
+    orderpaid_and_refresh_settle_through_orderquery,
+    the_worker_follows_up_refunds_nobody_reads,
+);
 
 async fn paid_order(app: &TestApp, amount: i64) -> String {
     let openid = app.login("demo-user").await;
@@ -45,13 +53,12 @@ async fn concurrent_refunds_never_exceed_the_paid_amount() {
     app.assert_ledger_balanced().await;
 }
 
-#[tokio::test]
-async fn a_lost_refund_answer_is_resolved_by_query() {
-    let app = TestApp::spawn().await;
+async fn a_lost_refund_answer_is_resolved_by_query(protocol: Protocol) {
+    let app = TestApp::spawn_with(Options::with_protocol(protocol)).await;
     let no = paid_order(&app, 800).await;
     // WeChat performs every attempt but the answers never arrive.
     app.sandbox
-        .add_fault(Fault { path: "/secapi/pay/refund".into(), kind: FaultKind::LostAnswer, times: None })
+        .add_fault(Fault { path: app.wx_path("/secapi/pay/refund"), kind: FaultKind::LostAnswer, times: None })
         .unwrap();
     // …and its refund notifications are lost too, so only a query can tell.
     app.sandbox.add_fault(Fault { path: "notify/refund".into(), kind: FaultKind::Drop, times: None }).unwrap();
@@ -75,14 +82,13 @@ async fn a_lost_refund_answer_is_resolved_by_query() {
     app.assert_ledger_balanced().await;
 }
 
-#[tokio::test]
-async fn a_refused_refund_releases_its_reservation() {
-    let app = TestApp::spawn().await;
+async fn a_refused_refund_releases_its_reservation(protocol: Protocol) {
+    let app = TestApp::spawn_with(Options::with_protocol(protocol)).await;
     let no = paid_order(&app, 500).await;
     app.sandbox
         .add_fault(Fault {
-            path: "/secapi/pay/refund".into(),
-            kind: FaultKind::Error { err_code: "NOTENOUGH".into(), err_code_des: Some("余额不足".into()) },
+            path: app.wx_path("/secapi/pay/refund"),
+            kind: FaultKind::Error { err_code: app.wx_code("NOTENOUGH"), err_code_des: Some("余额不足".into()) },
             times: Some(1),
         })
         .unwrap();
@@ -99,14 +105,13 @@ async fn a_refused_refund_releases_its_reservation() {
     app.assert_ledger_balanced().await;
 }
 
-#[tokio::test]
-async fn unifiedorder_unknown_is_retried_with_the_same_number() {
-    let app = TestApp::spawn().await;
+async fn unifiedorder_unknown_is_retried_with_the_same_number(protocol: Protocol) {
+    let app = TestApp::spawn_with(Options::with_protocol(protocol)).await;
     let openid = app.login("demo-user").await;
     app.sandbox
         .add_fault(Fault {
-            path: "/pay/unifiedorder".into(),
-            kind: FaultKind::Error { err_code: "SYSTEMERROR".into(), err_code_des: None },
+            path: app.wx_path("/pay/unifiedorder"),
+            kind: FaultKind::Error { err_code: app.wx_code("SYSTEMERROR"), err_code_des: None },
             times: Some(2),
         })
         .unwrap();
@@ -117,9 +122,8 @@ async fn unifiedorder_unknown_is_retried_with_the_same_number() {
     app.assert_ledger_balanced().await;
 }
 
-#[tokio::test]
-async fn orderpaid_and_refresh_settle_through_orderquery() {
-    let app = TestApp::spawn().await;
+async fn orderpaid_and_refresh_settle_through_orderquery(protocol: Protocol) {
+    let app = TestApp::spawn_with(Options::with_protocol(protocol)).await;
     let openid = app.login("demo-user").await;
     let body = json!({"out_trade_no": "silent-1", "openid": openid, "amount": 120, "description": "x"});
     app.create_order(&body).await.expect(201);
@@ -153,10 +157,9 @@ async fn orderpaid_and_refresh_settle_through_orderquery() {
     app.assert_ledger_balanced().await;
 }
 
-#[tokio::test]
-async fn the_worker_follows_up_refunds_nobody_reads() {
+async fn the_worker_follows_up_refunds_nobody_reads(protocol: Protocol) {
     use minipay_worker::refunds::{FollowupStep, RefundFollowup};
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(Options::with_protocol(protocol)).await;
     let no = paid_order(&app, 900).await;
     let followup = RefundFollowup::new(app.pool().clone(), &app.config).unwrap().with_lease(0.0);
 
@@ -183,7 +186,7 @@ async fn the_worker_follows_up_refunds_nobody_reads() {
 
     // An unanswered refund with no notifications: the follow-up settles it by query.
     app.sandbox
-        .add_fault(Fault { path: "/secapi/pay/refund".into(), kind: FaultKind::LostAnswer, times: None })
+        .add_fault(Fault { path: app.wx_path("/secapi/pay/refund"), kind: FaultKind::LostAnswer, times: None })
         .unwrap();
     app.sandbox.add_fault(Fault { path: "notify/refund".into(), kind: FaultKind::Drop, times: None }).unwrap();
     let r = app.refund(&no, &json!({"out_refund_no": "quiet-1", "amount": 100})).await;
