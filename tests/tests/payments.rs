@@ -19,8 +19,23 @@ async fn login_order_pay_refund_webhooks_v3() {
     login_order_pay_refund_webhooks(Protocol::V3).await;
 }
 
+/// A merchant switching from platform certificates to the WeChat Pay public key: WeChat
+/// signs each answer and notification with either, and the whole story still holds (the
+/// certificate is learned from `/v3/certificates` the first time it signs).
+#[tokio::test]
+async fn login_order_pay_refund_webhooks_v3_switching() {
+    let mut opts = Options::with_protocol(Protocol::V3);
+    opts.sandbox.merchants[0].v3_mode = minipay_sandbox::V3Mode::Switching;
+    story(opts).await;
+}
+
 async fn login_order_pay_refund_webhooks(protocol: Protocol) {
-    let app = TestApp::spawn_with(Options::with_protocol(protocol)).await;
+    story(Options::with_protocol(protocol)).await;
+}
+
+async fn story(opts: Options) {
+    let protocol = opts.protocol;
+    let app = TestApp::spawn_with(opts).await;
     let openid = app.login("demo-user").await;
     assert_eq!(openid, app.sandbox.openid("demo-user", minipay_e2e::DEMO_APPID));
 
