@@ -1013,7 +1013,7 @@ mod tests {
         assert_eq!(c.database.max_connections, 7);
         assert_eq!(c.api.listen, "127.0.0.1:9999");
         assert_eq!(c.wechat.timeout, Duration::from_millis(1234));
-        assert_eq!(c.merchants[0].api_key.expose(), "from-env-key");
+        assert_eq!(c.merchants[0].api_key.as_ref().unwrap().expose(), "from-env-key");
         assert_eq!(c.merchants[0].sign_type, SignType::HmacSha256);
         assert_eq!(c.apps[0].secret.expose_secret(), "from-env-secret");
         assert_eq!(c.pay_notify_url(), "https://pay.example.com/wxpay/notify/pay");
@@ -1041,7 +1041,7 @@ mod tests {
             secret_file = "secret"
         "#;
         let c = Config::from_toml_with_env(text, env(&[]), dir.path()).unwrap();
-        assert_eq!(c.merchants[0].api_key.expose(), "file-api-key-0001");
+        assert_eq!(c.merchants[0].api_key.as_ref().unwrap().expose(), "file-api-key-0001");
         assert_eq!(c.apps[0].secret.expose_secret(), "file-app-secret");
         let d = format!("{c:?}");
         for secret in ["file-api-key-0001", "file-app-secret", "minipay@127.0.0.1"] {

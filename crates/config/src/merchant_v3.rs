@@ -239,3 +239,99 @@ pub fn demo_material(
     m.key_set()?;
     Ok(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const APP: &str = r#"
+        [[apps]]
+        appid = "wxd930ea5d5a258f4f"
+        mch_id = "1900000109"
+        secret = "s3cret-app"
+    "#;
+
+    /// A directory with a merchant key, a WeChat Pay public key and an APIv3 key file.
+    fn keys_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let key = wxpay::v3::keygen::rsa_2048().unwrap();
+        std::fs::write(dir.path().join("apiclient_key.pem"), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        let wechat = wxpay::v3::keygen::rsa_2048().unwrap();
+        std::fs::write(dir.path().join("pub.pem"), wechat.public_key_to_pem().unwrap()).unwrap();
+        std::fs::write(dir.path().join("apiv3"), "minipaySandboxApiV3Key0123456789\n").unwrap();
+        dir
+    }
+
+    fn load(merchant: &str, dir: &Path) -> Result<Config, ConfigError> {
+        let text = format!("[[merchants]]\nmch_id = \"1900000109\"\n{merchant}\n{APP}");
+        Config::from_toml_with_env(&text, Vec::new(), dir)
+    }
+
+    const COMPLETE: &str = r#"
+        api_version = "v3"
+        mch_serial_no = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
+        private_key_file = "apiclient_key.pem"
+        api_v3_key_file = "apiv3"
+        verify_mode = "public_key"
+        public_key_file = "pub.pem"
+        public_key_id = "PUB_KEY_ID_0119000001092025120200000000000001"
+    "#;
+
+    #[test]
+    fn a_complete_v3_merchant_loads_without_a_v2_key() {
+        let dir = keys_dir();
+        let c = load(COMPLETE, dir.path()).unwrap();
+        let m = &c.merchants[0];
+        assert_eq!(m.api_version, ApiVersion::V3);
+        assert!(m.api_key.is_none());
+        let v3 = m.v3.as_ref().unwrap();
+        assert_eq!(v3.mode, VerifyMode::PublicKey);
+        assert_eq!(v3.signer.serial_no(), "5157F09EFDC096DE15EBE81A47057A7232F1B8E1");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("minipaySandboxApiV3Key"), "the APIv3 key never shows: {shown}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        assert_eq!(c.pay_notify_url_for("1900000109"), "http://127.0.0.1:8081/wxpay/v3/notify/1900000109/pay");
+        let client = c.merchant_client_for("1900000109", "wxd930ea5d5a258f4f").unwrap();
+        assert_eq!(client.version(), ApiVersion::V3);
+    }
+
+    #[test]
+    fn incomplete_or_contradictory_v3_merchants_are_refused_by_field() {
+        let dir = keys_dir();
+        let without = |field: &str| {
+            COMPLETE.lines().filter(|l| !l.trim_start().starts_with(field)).collect::<Vec<_>>().join("\n")
+        };
+        let cases: Vec<(String, &str)> = vec![
+            (without("mch_serial_no"), "mch_serial_no"),
+            (without("private_key_file"), "private_key_file"),
+            (without("api_v3_key_file"), "api_v3_key"),
+            (without("verify_mode"), "verify_mode"),
+            (without("public_key_file"), "public_key_file"),
+            (without("public_key_id"), "public_key_id"),
+            (COMPLETE.replace("PUB_KEY_ID_0119", "0119"), "public_key_id"),
+            (COMPLETE.replace("\"public_key\"", "\"certificate\""), "verify_mode"),
+            (COMPLETE.replace("5157F09EFDC096DE15EBE81A47057A7232F1B8E1", "not-hex"), "mch_serial_no"),
+            (COMPLETE.replace("api_v3_key_file = \"apiv3\"", "api_v3_key = \"short\""), "api_v3_key"),
+            (format!("{COMPLETE}\nplatform_cert_files = [\"pub.pem\"]"), "platform_cert_files"),
+            // A v2 merchant without its v2 key.
+            ("api_version = \"v2\"".to_owned(), "api_key"),
+            // Half of the v3 material on a v2 merchant.
+            ("api_key = \"k\"\nmch_serial_no = \"5157F0\"".to_owned(), "private_key_file"),
+        ];
+        for (merchant, field) in cases {
+            let e = load(&merchant, dir.path()).expect_err(&merchant).to_string();
+            assert!(e.contains("1900000109") && e.contains(field), "{field}: {e}\n{merchant}");
+        }
+    }
+
+    #[test]
+    fn both_mode_keeps_the_public_key_and_accepts_seed_certificates() {
+        let dir = keys_dir();
+        let c = load(&COMPLETE.replace("\"public_key\"", "\"both\""), dir.path()).unwrap();
+        let v3 = c.merchants[0].v3.as_ref().unwrap();
+        assert_eq!(v3.mode.mode(), Mode::Switching);
+        assert_eq!(v3.key_set().unwrap().keys().count(), 1);
+    }
+}
