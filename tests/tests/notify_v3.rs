@@ -233,3 +233,28 @@ async fn refund_notifications_out_of_order_and_repeated_apply_once() {
     assert_eq!(app.get_refund("v3-r1").await.expect(200)["status"], "succeeded");
     app.assert_ledger_balanced().await;
 }
+
+/// WeChat's own probe, sent by the sandbox before the real delivery (a `WECHATPAY/SIGNTEST/`
+/// signature over the same body), and duplicated / reordered deliveries: the probe is
+/// refused, the payment applied once.
+#[tokio::test]
+async fn wechats_signtest_probe_is_refused_and_the_real_delivery_applied_once() {
+    use minipay_sandbox::FaultKind;
+    let app = TestApp::spawn_with(Options::with_protocol(Protocol::V3)).await;
+    let openid = app.login("demo-user").await;
+    let order = app.create_order_for(&openid, 700).await.expect(201).clone();
+    let no = order["out_trade_no"].as_str().unwrap().to_owned();
+    app.add_fault("notify/pay", FaultKind::SignTest, 1);
+    app.add_fault("notify/pay", FaultKind::Duplicate, 1);
+    app.pay(&no);
+    app.wait_for_order_status(&no, "paid").await;
+    let n = app.sandbox.notifications().into_iter().find(|n| n.kind == "pay").expect("a payment notification");
+    let probe = n.attempts.iter().find(|a| a.fault.as_deref() == Some("signtest")).expect("the probe was sent");
+    assert!(!probe.success && probe.http_status == Some(401), "{probe:?}");
+    assert!(n.attempts.iter().any(|a| a.success), "{:?}", n.attempts);
+    let mut conn = app.pool().acquire().await.unwrap();
+    let posted = minipay_store::ledger::count_postings(&mut conn, minipay_store::ledger::Kind::Payment, &no).await;
+    assert_eq!(posted.unwrap(), 1);
+    drop(conn);
+    app.assert_ledger_balanced().await;
+}
