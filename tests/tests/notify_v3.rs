@@ -120,7 +120,7 @@ async fn forged_stale_tampered_and_disagreeing_notifications_change_nothing() {
     other_app["appid"] = json!("wxforeignapp00001");
     let other_app = f.envelope("EV-6", "TRANSACTION.SUCCESS", &f.seal(&other_app, "transaction"));
     let on_refund_path = good.clone();
-    let oversize = format!("{}{}", &good[..good.len() - 1], format!(",\"pad\":\"{}\"}}", "x".repeat(70 * 1024)));
+    let oversize = format!("{},\"pad\":\"{}\"}}", &good[..good.len() - 1], "x".repeat(70 * 1024));
 
     let attacks: Vec<(&str, &str, String, i64, Edit, u16)> = vec![
         // Signed, then the body changed: the signature no longer covers it.

@@ -126,6 +126,7 @@ impl AppState {
         let mut clients = HashMap::new();
         for app in &config.apps {
             let c = config.merchant_client_for(&app.mch_id, &app.appid)?;
+            minipay_store::platform_certs::attach_merchant(&c, &pool, &app.mch_id);
             clients.insert((app.mch_id.clone(), app.appid.clone()), c);
         }
         // A merchant without an app still serves merchant-level calls (payouts, queries).

@@ -120,6 +120,7 @@ impl Application {
         for m in config.merchants.iter().filter(|m| m.v3.is_some()) {
             let appid = config.merchant_app(&m.mch_id).map(|a| a.appid.clone()).unwrap_or_default();
             let client = config.v3_client_for(&m.mch_id, &appid).map_err(std::io::Error::other)?;
+            minipay_store::platform_certs::attach(&client, &pool, &m.mch_id);
             v3.insert(m.mch_id.clone(), client);
         }
         let state = web::Data::new(State {

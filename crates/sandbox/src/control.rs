@@ -46,7 +46,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/messages", web::get().to(list_messages))
             .route("/fundflow", web::get().to(list_fundflow))
             .route("/transfer-bills", web::get().to(list_transfer_bills))
-            .route("/transfer-bills/{out_bill_no}/confirm", web::post().to(transfer_bill_confirm)),
+            .route("/transfer-bills/{out_bill_no}/confirm", web::post().to(transfer_bill_confirm))
+            .route("/v3/certificates/rotate", web::post().to(rotate_certificate)),
     );
 }
 
@@ -361,4 +362,25 @@ async fn list_transfer_bills(shared: S, q: Query<MchQuery>) -> HttpResponse {
     apply(&shared, fx);
     let st = shared.lock();
     HttpResponse::Ok().json(st.transfer_bills.values().filter(|b| keep(&q, &b.mch_id)).collect::<Vec<_>>())
+}
+
+#[derive(serde::Deserialize)]
+struct RotateRequest {
+    mch_id: String,
+}
+
+/// `POST /sandbox/v3/certificates/rotate {"mch_id"}`: WeChat's platform certificate
+/// rotation for a merchant in certificate or switching mode — a new certificate signs from
+/// now on, the old one stays listed by `/v3/certificates` until it expires.
+async fn rotate_certificate(shared: S, req: Json<RotateRequest>) -> HttpResponse {
+    match shared.merchants.get(&req.mch_id) {
+        None => bad_request("unknown_merchant", &req.mch_id),
+        Some(m) if m.v3.mode == crate::config::V3Mode::PublicKey => {
+            bad_request("no_certificates", "a public-key merchant has no platform certificates")
+        }
+        Some(m) => match m.v3.rotate_platform_certificate() {
+            Ok(serial) => HttpResponse::Ok().json(json!({"serial_no": serial})),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "keygen", e),
+        },
+    }
 }

@@ -226,7 +226,7 @@ async fn post(shared: &Shared, n: &Outgoing, probe: bool) -> Attempt {
     if n.v3 {
         req = req.header("Content-Type", "application/json");
         if let Some(m) = shared.merchants.get(&n.mch_id) {
-            let mut h = crate::v3::sign_now(m.v3.signer(), n.body.as_bytes());
+            let mut h = crate::v3::sign_now(&m.v3.signer(), n.body.as_bytes());
             if probe {
                 h.signature = format!("{}{}", wxpay::v3::verify::SIGNTEST_PREFIX, h.signature);
             }

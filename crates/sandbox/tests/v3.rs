@@ -401,14 +401,14 @@ async fn certificates_per_mode_and_switching_signs_with_both_keys() {
         chrono::Utc::now().timestamp(),
     )
     .expect("the answer decrypts with the APIv3 key");
-    assert!(set.get(keys.platform.serial()).is_some());
+    assert!(set.get(keys.platform_signer().serial()).is_some());
     let mut serials = std::collections::BTreeSet::new();
     for _ in 0..24 {
         let (_, h, _) = raw(&sb, Method::Get, "/v3/certificates", "", None).await;
         serials.insert(header(&h, "Wechatpay-Serial").unwrap().to_owned());
     }
     let both: std::collections::BTreeSet<String> =
-        [keys.platform.serial().to_owned(), keys.public_key.serial().to_owned()].into();
+        [keys.platform_signer().serial().to_owned(), keys.public_key.serial().to_owned()].into();
     assert_eq!(serials, both);
     sb.shutdown().await;
 }

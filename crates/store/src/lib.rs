@@ -29,6 +29,7 @@ pub mod orders;
 pub mod payout_attempts;
 pub mod payout_limits;
 pub mod payouts;
+pub mod platform_certs;
 pub mod recon;
 pub mod redpacks;
 pub mod refunds;

@@ -73,8 +73,9 @@ impl OrderExpiry {
     pub fn new(pool: PgPool, config: &Config) -> Result<OrderExpiry, ExpiryError> {
         let mut clients = HashMap::new();
         for app in &config.apps {
-            clients
-                .insert((app.mch_id.clone(), app.appid.clone()), config.merchant_client_for(&app.mch_id, &app.appid)?);
+            let client = config.merchant_client_for(&app.mch_id, &app.appid)?;
+            minipay_store::platform_certs::attach_merchant(&client, &pool, &app.mch_id);
+            clients.insert((app.mch_id.clone(), app.appid.clone()), client);
         }
         Ok(OrderExpiry { pool, clients: Arc::new(clients), batch: config.worker.expiry_batch.max(1) })
     }

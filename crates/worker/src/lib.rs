@@ -17,6 +17,7 @@
 //! counted in `minipay_worker_job_failures_total`, and the next tick tries again.
 
 // Job modules, one line each (their owners add them).
+pub mod certificates;
 pub mod expiry;
 pub mod payouts;
 pub mod reconcile;
@@ -127,6 +128,11 @@ impl Worker {
         payouts::PayoutSender::from_config(config, pool.clone())
             .map_err(|e| config_err(&e))?
             .register(&mut w, Duration::from_millis(config.payouts.send_interval_ms));
+        // Stored certificates older than 12 hours are fetched again (WeChat rotates with an
+        // overlap; an unknown serial between rounds is fetched on demand).
+        certificates::CertificateRefresh::new(pool.clone(), config, Duration::from_secs(12 * 3600))
+            .map_err(|e| config_err(&e))?
+            .register(&mut w);
         if config.reconcile.enabled {
             let r = reconcile::Reconciler::from_config(config, pool).map_err(|e| WorkerError::Config(e.to_string()))?;
             reconcile::register(&mut w, r);

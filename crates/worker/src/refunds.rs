@@ -65,6 +65,7 @@ impl RefundFollowup {
         let mut clients = HashMap::new();
         for app in &config.apps {
             let client = config.merchant_client_for(&app.mch_id, &app.appid)?;
+            minipay_store::platform_certs::attach_merchant(&client, &pool, &app.mch_id);
             clients.insert((app.mch_id.clone(), app.appid.clone()), client);
         }
         Ok(RefundFollowup {

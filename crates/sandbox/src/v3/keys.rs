@@ -25,9 +25,10 @@ pub struct V3Keys {
     /// The merchant API certificate's serial (uppercase hex).
     pub merchant_serial: String,
     pub merchant_public: PKey<Public>,
-    pub platform_cert: X509,
-    pub platform: AnswerSigner,
-    platform_key: PKey<Private>,
+    /// Platform certificates: the newest signs; the older ones stay listed by
+    /// `/v3/certificates` (and usable for OAEP) until they expire, as during WeChat's
+    /// rotations. See [`V3Keys::rotate_platform_certificate`].
+    platform: std::sync::RwLock<Vec<PlatformCert>>,
     pub public_key_pem: Vec<u8>,
     pub public_key: AnswerSigner,
     public_private: PKey<Private>,
@@ -38,9 +39,31 @@ impl std::fmt::Debug for V3Keys {
         f.debug_struct("V3Keys")
             .field("mode", &self.mode)
             .field("merchant_serial", &self.merchant_serial)
-            .field("platform", &self.platform)
+            .field("platform", &self.platform_signer())
             .field("public_key", &self.public_key)
             .finish()
+    }
+}
+
+/// One platform certificate with its private key.
+#[derive(Clone)]
+pub struct PlatformCert {
+    pub cert: X509,
+    pub signer: AnswerSigner,
+    key: PKey<Private>,
+}
+
+impl PlatformCert {
+    fn generate(not_before: i64) -> Result<PlatformCert, ErrorStack> {
+        let key = keygen::rsa_2048()?;
+        let cert = keygen::certificate(
+            &key,
+            &random_serial(),
+            "Tenpay.com Root CA",
+            not_before,
+            not_before + 5 * 365 * 86_400,
+        )?;
+        Ok(PlatformCert { signer: AnswerSigner::new(serial_hex(&cert)?, key.clone()), cert, key })
     }
 }
 
@@ -64,35 +87,53 @@ impl V3Keys {
     /// Generates WeChat's keys for `cfg`; `merchant` is the merchant's client identity.
     pub fn generate(cfg: &MerchantConfig, merchant: &CertKey) -> Result<V3Keys, ErrorStack> {
         let now = chrono::Utc::now().timestamp();
-        let platform_key = keygen::rsa_2048()?;
-        let serial = random_serial();
-        let platform_cert =
-            keygen::certificate(&platform_key, &serial, "Tenpay.com Root CA", now - 86_400, now + 5 * 365 * 86_400)?;
+        let platform = PlatformCert::generate(now - 86_400)?;
         let public_private = keygen::rsa_2048()?;
         Ok(V3Keys {
             mode: cfg.v3_mode,
             merchant_serial: serial_hex(&merchant.cert)?,
             merchant_public: merchant.cert.public_key()?,
-            platform: AnswerSigner::new(serial_hex(&platform_cert)?, platform_key.clone()),
-            platform_cert,
-            platform_key,
+            platform: std::sync::RwLock::new(vec![platform]),
             public_key_pem: public_private.public_key_to_pem()?,
             public_key: AnswerSigner::new(cfg.pub_key_id.clone(), public_private.clone()),
             public_private,
         })
     }
 
+    fn platform_read(&self) -> std::sync::RwLockReadGuard<'_, Vec<PlatformCert>> {
+        self.platform.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current platform certificate's signer (the newest).
+    pub fn platform_signer(&self) -> AnswerSigner {
+        self.platform_read().last().expect("at least one platform certificate").signer.clone()
+    }
+
+    /// Every platform certificate WeChat lists now, oldest first.
+    pub fn platform_certs(&self) -> Vec<X509> {
+        self.platform_read().iter().map(|p| p.cert.clone()).collect()
+    }
+
+    /// WeChat's rotation: a new platform certificate (valid from now) signs from now on;
+    /// the old ones stay listed until they expire. Returns the new serial.
+    pub fn rotate_platform_certificate(&self) -> Result<String, ErrorStack> {
+        let next = PlatformCert::generate(chrono::Utc::now().timestamp() - 60)?;
+        let serial = next.signer.serial().to_owned();
+        self.platform.write().unwrap_or_else(|e| e.into_inner()).push(next);
+        Ok(serial)
+    }
+
     /// The key that signs the next answer or notification: the mode's key, or either at
     /// random while switching.
-    pub fn signer(&self) -> &AnswerSigner {
+    pub fn signer(&self) -> AnswerSigner {
         match self.mode {
-            V3Mode::Certificate => &self.platform,
-            V3Mode::PublicKey => &self.public_key,
+            V3Mode::Certificate => self.platform_signer(),
+            V3Mode::PublicKey => self.public_key.clone(),
             V3Mode::Switching => {
                 if rand::random::<bool>() {
-                    &self.platform
+                    self.platform_signer()
                 } else {
-                    &self.public_key
+                    self.public_key.clone()
                 }
             }
         }
@@ -100,17 +141,16 @@ impl V3Keys {
 
     /// The private key named by a request's `Wechatpay-Serial`, for OAEP-encrypted fields:
     /// only keys the mode makes available to the merchant count.
-    pub fn decryption_key(&self, serial: &str) -> Option<&PKey<Private>> {
+    pub fn decryption_key(&self, serial: &str) -> Option<PKey<Private>> {
         let s = normalize_serial(serial);
-        let cert = self.mode != V3Mode::PublicKey && s == normalize_serial(self.platform.serial());
-        let public = self.mode != V3Mode::Certificate && s == normalize_serial(self.public_key.serial());
-        if cert {
-            Some(&self.platform_key)
-        } else if public {
-            Some(&self.public_private)
-        } else {
-            None
+        if self.mode != V3Mode::PublicKey {
+            let certs = self.platform_read();
+            if let Some(p) = certs.iter().find(|p| normalize_serial(p.signer.serial()) == s) {
+                return Some(p.key.clone());
+            }
         }
+        (self.mode != V3Mode::Certificate && s == normalize_serial(self.public_key.serial()))
+            .then(|| self.public_private.clone())
     }
 
     /// Writes what a v3 client needs next to the v2 files in `dir`: `apiclient_serial_no.txt`
@@ -139,7 +179,8 @@ impl V3Keys {
             }
         }
         if self.mode != V3Mode::PublicKey {
-            std::fs::write(cert_path, self.platform_cert.to_pem().map_err(std::io::Error::other)?)?;
+            let current = self.platform_read().last().expect("a platform certificate").cert.to_pem();
+            std::fs::write(cert_path, current.map_err(std::io::Error::other)?)?;
         }
         if self.mode != V3Mode::Certificate {
             std::fs::write(pub_path, &self.public_key_pem)?;

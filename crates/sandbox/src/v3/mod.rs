@@ -266,9 +266,9 @@ pub(crate) async fn handle(req: HttpRequest, body: Bytes, shared: S) -> HttpResp
     }
     let mch = match authenticate(&shared, &req, &body) {
         Ok(m) => m,
-        Err((m, reply)) => return reply.into_http(m.as_ref().map(|m| m.v3.signer()), true),
+        Err((m, reply)) => return reply.into_http(m.as_ref().map(|m| m.v3.signer()).as_ref(), true),
     };
-    let signer = mch.v3.signer();
+    let signer = &mch.v3.signer();
     match &fault {
         // WeChat's 500 is its signed SYSTEM_ERROR answer; nothing happened.
         Some(FaultKind::Http500) => {
@@ -374,11 +374,9 @@ fn certificates(mch: &Merchant) -> V3Reply {
             "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥",
         );
     }
-    match wxpay::v3::client::certificates_answer(
-        std::slice::from_ref(&mch.v3.platform_cert),
-        &mch.cfg.api_v3_key,
-        |_| nonce()[..12].to_owned(),
-    ) {
+    match wxpay::v3::client::certificates_answer(&mch.v3.platform_certs(), &mch.cfg.api_v3_key, |_| {
+        nonce()[..12].to_owned()
+    }) {
         Ok(body) => {
             V3Reply { status: StatusCode::OK, body: body.into_bytes(), content_type: "application/json", signed: true }
         }

@@ -162,7 +162,7 @@ fn create_inner(shared: &Shared, st: &mut State, call: &V3Call) -> Result<V3Repl
                 .wechatpay_serial
                 .and_then(|s| call.mch.v3.decryption_key(s))
                 .ok_or_else(|| V3Reply::param_error("Wechatpay-Serial对应的平台证书或公钥不存在"))?;
-            Some(wxpay::v3::crypto::oaep_decrypt(key, c).map_err(|_| V3Reply::param_error("user_name解密失败"))?)
+            Some(wxpay::v3::crypto::oaep_decrypt(&key, c).map_err(|_| V3Reply::param_error("user_name解密失败"))?)
         }
     };
     if st.balance(&key.0).get() < amount {

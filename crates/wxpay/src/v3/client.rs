@@ -108,6 +108,31 @@ pub enum RefreshError {
     Answer(String),
     #[error("no certificate in the answer is valid now")]
     NoneValid,
+    #[error("certificate store: {0}")]
+    Store(String),
+}
+
+/// A platform certificate as kept between processes: PEM and validity (Unix seconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCertificate {
+    pub serial_no: String,
+    pub pem: String,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// A boxed future, for [`CertificateStore`]'s object-safe methods.
+pub type StoreFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// Where a merchant's platform certificates are shared between replicas (minipay keeps
+/// them in Postgres). The client reads the store before asking WeChat about a serial it
+/// does not know, and writes what a verified `/v3/certificates` answer gave it; so one
+/// process fetches and the others load.
+pub trait CertificateStore: Send + Sync {
+    /// Every certificate stored for the merchant.
+    fn load(&self) -> StoreFuture<'_, Vec<StoredCertificate>>;
+    /// Certificates from a verified answer (stored ones not listed stay until they expire).
+    fn save(&self, certs: Vec<StoredCertificate>) -> StoreFuture<'_, ()>;
 }
 
 /// The APIv3 client. Cheap to clone (shared inside).
@@ -122,6 +147,8 @@ struct Inner {
     verifier: Verifier,
     /// One refresh at a time; a caller that waited checks whether it is still needed.
     refresh: tokio::sync::Mutex<()>,
+    /// Shared certificates (see [`CertificateStore`]); unset: this process only.
+    store: std::sync::OnceLock<Arc<dyn CertificateStore>>,
 }
 
 impl fmt::Debug for Client {
@@ -156,7 +183,9 @@ impl Client {
             );
         }
         let http = b.build().map_err(ClientError::Build)?;
-        Ok(Client { inner: Arc::new(Inner { cfg, http, verifier, refresh: tokio::sync::Mutex::new(()) }) })
+        let inner =
+            Inner { cfg, http, verifier, refresh: tokio::sync::Mutex::new(()), store: std::sync::OnceLock::new() };
+        Ok(Client { inner: Arc::new(inner) })
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -317,10 +346,45 @@ impl Client {
         crate::v3::notify::open_verified(body, &self.inner.cfg.api_v3_key)
     }
 
+    /// Shares this merchant's platform certificates through `store` (set once; later calls
+    /// are ignored). Certificate and switching modes only make use of it.
+    pub fn set_certificate_store(&self, store: Arc<dyn CertificateStore>) {
+        let _ = self.inner.store.set(store);
+    }
+
+    /// Adopts the stored certificates that are valid now (added to the key set; nothing is
+    /// removed). Returns how many were added.
+    pub async fn load_stored_certificates(&self) -> Result<usize, RefreshError> {
+        let Some(store) = self.inner.store.get() else { return Ok(0) };
+        if !self.inner.verifier.mode().refreshes_certificates() {
+            return Ok(0);
+        }
+        let stored = store.load().await.map_err(RefreshError::Store)?;
+        let now = Utc::now().timestamp();
+        let mut keys = (*self.inner.verifier.keys()).clone();
+        let mut added = 0;
+        for c in stored.iter().filter(|c| c.not_before <= now && now <= c.not_after) {
+            if keys.get(&c.serial_no).is_none() && keys.add_certificate_pem(c.pem.as_bytes()).is_ok() {
+                added += 1;
+            }
+        }
+        if added > 0 {
+            self.inner.verifier.replace_keys(keys);
+            tracing::info!(certificates = added, "wxpay v3: platform certificates loaded from the store");
+        }
+        Ok(added)
+    }
+
     async fn refresh_unless_known(&self, serial: &str) -> Result<usize, RefreshError> {
         let _guard = self.inner.refresh.lock().await;
         if self.inner.verifier.keys().get(serial).is_some() {
             return Ok(0);
+        }
+        // Another replica may have fetched it already: the store first, WeChat second.
+        match self.load_stored_certificates().await {
+            Ok(_) if self.inner.verifier.keys().get(serial).is_some() => return Ok(0),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "wxpay v3: stored certificates unavailable"),
         }
         self.refresh_locked().await
     }
@@ -369,6 +433,13 @@ impl Client {
             .verify(&headers, &a.body, now, super::verify::DEFAULT_WINDOW_SECS)
             .map_err(|e| RefreshError::Answer(e.to_string()))?;
         let kept = candidate.keys().filter(|k| matches!(k.source, KeySource::Certificate { .. })).count();
+        if let Some(store) = self.inner.store.get() {
+            let certs = stored_certificates(&a.body, &self.inner.cfg.api_v3_key, &candidate);
+            if let Err(e) = store.save(certs).await {
+                // Not fatal: this process verifies with them; the others fetch for themselves.
+                tracing::warn!(error = %e, "wxpay v3: refreshed certificates not stored");
+            }
+        }
         self.inner.verifier.replace_keys(candidate);
         tracing::info!(certificates = kept, "wxpay v3: platform certificates refreshed");
         Ok(kept)
@@ -425,6 +496,22 @@ struct CertificatesAnswer {
 struct CertificateItem {
     serial_no: String,
     encrypt_certificate: EncryptedResource,
+}
+
+/// The certificates of a verified answer that made it into `adopted`, as PEM with their
+/// validity, for the [`CertificateStore`].
+fn stored_certificates(body: &[u8], key: &ApiV3Key, adopted: &KeySet) -> Vec<StoredCertificate> {
+    let Ok(answer) = serde_json::from_slice::<CertificatesAnswer>(body) else { return Vec::new() };
+    let mut out = Vec::new();
+    for item in answer.data {
+        let (Ok(pem), Some(k)) = (item.encrypt_certificate.decrypt(key), adopted.get(&item.serial_no)) else {
+            continue;
+        };
+        if let KeySource::Certificate { not_before, not_after } = k.source {
+            out.push(StoredCertificate { serial_no: k.serial.clone(), pem, not_before, not_after });
+        }
+    }
+    out
 }
 
 /// Builds the key set a `/v3/certificates` answer describes: the public key of `current`

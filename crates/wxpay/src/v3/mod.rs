@@ -58,7 +58,7 @@ mod testkeys;
 
 pub use crate::secret::ApiV3Key;
 pub use api::{Call, MerchantIds, WireRequest};
-pub use client::{Client, ClientConfig};
+pub use client::{CertificateStore, Client, ClientConfig, StoreFuture, StoredCertificate};
 pub use crypto::{CryptoError, EncryptedField, EncryptedResource};
 pub use notify::{Event, Notification, NotifyError, parse_notification};
 pub use outcome::{Endpoint, Received, classify};
