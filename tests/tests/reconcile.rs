@@ -10,7 +10,7 @@
 //! the fund flow are covered with writer-made bills in crates/worker/tests/reconcile.rs.)
 
 use chrono::{Duration, FixedOffset, NaiveDate, TimeZone, Utc};
-use minipay_e2e::{DEMO_APPID, DEMO_MCH_ID, Options, Protocol, TestApp};
+use minipay_e2e::{DEMO_APPID, DEMO_MCH_ID, Options, Protocol, TestApp, both_protocols};
 use minipay_sandbox::FaultKind;
 use minipay_store::Fen;
 use minipay_store::ledger::{self, Kind};
@@ -60,15 +60,9 @@ async fn run(r: &Reconciler, date: NaiveDate) -> Report {
     }
 }
 
-#[tokio::test]
-async fn a_sandbox_day_is_reconciled_repaired_and_reported_v2() {
-    a_sandbox_day_is_reconciled_repaired_and_reported(Protocol::V2).await;
-}
-
-#[tokio::test]
-async fn a_sandbox_day_is_reconciled_repaired_and_reported_v3() {
-    a_sandbox_day_is_reconciled_repaired_and_reported(Protocol::V3).await;
-}
+// Each story as `name::v2` and `name::v3`. For v3, `bill_creating_…` is
+// `STATEMENT_CREATING` (a waiting run) and `NO_STATEMENT_EXIST` (an empty day).
+both_protocols!(a_sandbox_day_is_reconciled_repaired_and_reported, bill_creating_waits_and_no_bill_is_an_empty_day);
 
 async fn a_sandbox_day_is_reconciled_repaired_and_reported(p: Protocol) {
     let app = TestApp::spawn_with(Options::with_protocol(p)).await;
@@ -208,17 +202,6 @@ fn protocol_name(p: Protocol) -> &'static str {
         Protocol::V2 => "v2",
         Protocol::V3 => "v3",
     }
-}
-
-#[tokio::test]
-async fn bill_creating_waits_and_no_bill_is_an_empty_day_v2() {
-    bill_creating_waits_and_no_bill_is_an_empty_day(Protocol::V2).await;
-}
-
-/// v3: `STATEMENT_CREATING` is a waiting run, `NO_STATEMENT_EXIST` an empty day.
-#[tokio::test]
-async fn bill_creating_waits_and_no_bill_is_an_empty_day_v3() {
-    bill_creating_waits_and_no_bill_is_an_empty_day(Protocol::V3).await;
 }
 
 async fn bill_creating_waits_and_no_bill_is_an_empty_day(p: Protocol) {
