@@ -3,19 +3,23 @@
 //! discrepancies; the worker downloads both bills over HTTPS (gzip; fund flow with the client
 //! certificate), finds them, repairs the unnotified payment through orderquery and the one
 //! settlement path, and the report is served by `GET /v1/reconciliations/{date}`.
+//! Each story runs for a v2 and for a v3 merchant ([`Protocol`]): v3 bills come as a link
+//! (`/v3/bill/tradebill`, `/v3/bill/fundflowbill`) and a SHA1-checked download, and go
+//! through the same loader and matching; the run records which protocol fetched them.
 //! (Cross-day holds, amount/status/fee mismatches, legacy layout, payouts and red packets in
 //! the fund flow are covered with writer-made bills in crates/worker/tests/reconcile.rs.)
 
 use chrono::{Duration, FixedOffset, NaiveDate, TimeZone, Utc};
-use minipay_e2e::{DEMO_MCH_ID, TestApp};
+use minipay_e2e::{DEMO_APPID, DEMO_MCH_ID, Options, Protocol, TestApp, both_protocols};
+use minipay_sandbox::FaultKind;
 use minipay_store::Fen;
 use minipay_store::ledger::{self, Kind};
 use minipay_store::recon::{self, Trigger};
 use minipay_store::settle::{self, PaymentFacts, Source};
 use minipay_worker::reconcile::report::Report;
-use minipay_worker::reconcile::{BillSource, Reconciler, RunOutcome, RunRequest};
+use minipay_worker::reconcile::{BillSource, ReconcileError, Reconciler, RunOutcome, RunRequest};
 use serde_json::json;
-use wxpay::api::{OrderRef, RefundRequest};
+use wxpay::merchant::RefundCall;
 
 /// Beijing `date hh:mm:ss` as UTC.
 fn bj(date: NaiveDate, h: u32, m: u32, s: u32) -> chrono::DateTime<Utc> {
@@ -45,23 +49,23 @@ fn found(r: &Report) -> Found {
     v
 }
 
+fn download(date: NaiveDate, rerun: bool) -> RunRequest {
+    RunRequest { mch_id: DEMO_MCH_ID.into(), date, source: BillSource::Download, trigger: Trigger::Test, rerun }
+}
+
 async fn run(r: &Reconciler, date: NaiveDate) -> Report {
-    let req = RunRequest {
-        mch_id: DEMO_MCH_ID.into(),
-        date,
-        source: BillSource::Download,
-        trigger: Trigger::Test,
-        rerun: true,
-    };
-    match r.run(&req).await.expect("the run completes") {
+    match r.run(&download(date, true)).await.expect("the run completes") {
         RunOutcome::Completed(rep) => *rep,
         other => panic!("expected a completed run, got {other:?}"),
     }
 }
 
-#[tokio::test]
-async fn a_sandbox_day_is_reconciled_repaired_and_reported() {
-    let app = TestApp::spawn().await;
+// Each story as `name::v2` and `name::v3`. For v3, `bill_creating_…` is
+// `STATEMENT_CREATING` (a waiting run) and `NO_STATEMENT_EXIST` (an empty day).
+both_protocols!(a_sandbox_day_is_reconciled_repaired_and_reported, bill_creating_waits_and_no_bill_is_an_empty_day);
+
+async fn a_sandbox_day_is_reconciled_repaired_and_reported(p: Protocol) {
+    let app = TestApp::spawn_with(Options::with_protocol(p)).await;
     let day = Utc::now().with_timezone(&beijing()).date_naive() - Duration::days(1);
     set_clock(&app, bj(day, 9, 0, 0));
     let openid = app.login("alice").await;
@@ -90,16 +94,16 @@ async fn a_sandbox_day_is_reconciled_repaired_and_reported() {
     app.pay(&c);
     app.wait_for_order_status(&c, "paid").await;
 
-    // A refund of C made at WeChat behind our back (merchant platform): we never heard of it.
-    let client = app.config.wxpay_client(DEMO_MCH_ID).unwrap();
-    let secret_refund = RefundRequest {
-        order: OrderRef::OutTradeNo(c.clone()),
+    // A refund of C made at WeChat behind our back (merchant platform), in the merchant's
+    // protocol: we never heard of it.
+    let client = app.config.merchant_client_for(DEMO_MCH_ID, DEMO_APPID).unwrap();
+    let secret_refund = RefundCall {
+        out_trade_no: c.clone(),
         out_refund_no: "PLATFORM1".into(),
-        total_fee: Fen::new(700),
-        refund_fee: Fen::new(100),
-        refund_desc: None,
+        total: Fen::new(700),
+        refund: Fen::new(100),
+        reason: None,
         notify_url: None,
-        refund_account: None,
     };
     assert!(client.refund(&secret_refund).await.unwrap().is_success());
 
@@ -119,7 +123,7 @@ async fn a_sandbox_day_is_reconciled_repaired_and_reported() {
         &PaymentFacts {
             out_trade_no: "GHOST1".into(),
             mch_id: DEMO_MCH_ID.into(),
-            appid: minipay_e2e::DEMO_APPID.into(),
+            appid: DEMO_APPID.into(),
             openid: openid.clone(),
             total_fee: Fen::new(500),
             cash_fee: None,
@@ -145,8 +149,13 @@ async fn a_sandbox_day_is_reconciled_repaired_and_reported() {
         ("missing_remote".into(), "payment".into(), "GHOST1".into(), Some(500), None, "open".into()),
     ];
     assert_eq!(found(&report), want, "{}", report.human());
-    assert!(report.trade_bill.as_ref().is_some_and(|t| t.gzip && t.rows == 5), "{}", report.human());
-    assert!(report.fund_flow_bill.is_some(), "the fund-flow bill is downloaded with the certificate");
+    // v2 keeps the gzip file as downloaded; v3's client checks the SHA1 of the gunzipped
+    // text, which is what is kept.
+    let gzip = p == Protocol::V2;
+    assert!(report.trade_bill.as_ref().is_some_and(|t| t.gzip == gzip && t.rows == 5), "{}", report.human());
+    assert!(report.fund_flow_bill.is_some(), "the fund-flow bill is downloaded (v2: with the certificate)");
+    assert_eq!(report.protocol, protocol_name(p), "{}", report.human());
+    assert!(report.human().contains(&format!("downloaded over WeChat Pay {}", protocol_name(p))));
     assert_eq!(report.repaired, 1);
     assert!(report.balanced(), "{}", report.human());
     let fee = report.fee.as_ref().unwrap();
@@ -177,28 +186,31 @@ async fn a_sandbox_day_is_reconciled_repaired_and_reported() {
     let m = &body["merchants"][0];
     assert_eq!(m["mch_id"], DEMO_MCH_ID);
     assert_eq!(m["run"]["run_id"], again.run_id);
+    assert_eq!(m["run"]["protocol"], protocol_name(p));
+    assert_eq!(m["report"]["protocol"], protocol_name(p));
     assert_eq!(m["report"]["categories"]["missing_local"]["count"], 1);
     assert_eq!(m["history"].as_array().unwrap().len(), 2);
     assert_eq!(app.get_as(Some(&app.keys.finance), &path).await.status, 200);
     assert_eq!(app.get_as(Some(&app.keys.client), &path).await.status, 403);
     assert_eq!(app.get_as(Some(&app.keys.viewer), "/v1/reconciliations/2001-01-01").await.status, 404);
     assert_eq!(app.get_as(Some(&app.keys.viewer), "/v1/reconciliations/yesterday").await.status, 422);
+    app.assert_ledger_balanced().await;
 }
 
-#[tokio::test]
-async fn bill_creating_waits_and_no_bill_is_an_empty_day() {
-    let app = TestApp::spawn().await;
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::V2 => "v2",
+        Protocol::V3 => "v3",
+    }
+}
+
+async fn bill_creating_waits_and_no_bill_is_an_empty_day(p: Protocol) {
+    let app = TestApp::spawn_with(Options::with_protocol(p)).await;
     let day = Utc::now().with_timezone(&beijing()).date_naive() - Duration::days(1);
     let r = Reconciler::from_config(&app.config, app.pool().clone()).unwrap();
     // 08:00 the next morning: WeChat is still creating the bill.
     set_clock(&app, bj(day + Duration::days(1), 8, 0, 0));
-    let req = RunRequest {
-        mch_id: DEMO_MCH_ID.into(),
-        date: day,
-        source: BillSource::Download,
-        trigger: Trigger::Test,
-        rerun: false,
-    };
+    let req = download(day, false);
     assert!(matches!(r.run(&req).await.unwrap(), RunOutcome::Waiting { .. }));
     // Later, a day without trades: No Bill Exist is an empty day, nothing to report.
     set_clock(&app, bj(day + Duration::days(1), 11, 0, 0));
@@ -209,4 +221,59 @@ async fn bill_creating_waits_and_no_bill_is_an_empty_day() {
     let runs = recon::runs_for_date(&mut conn, day, Some(DEMO_MCH_ID)).await.unwrap();
     let statuses: Vec<&str> = runs.iter().map(|r| r.status.as_str()).collect();
     assert_eq!(statuses, ["completed", "waiting"]);
+    assert!(runs.iter().all(|r| r.protocol.as_deref() == Some(protocol_name(p))), "{runs:?}");
+}
+
+async fn bill_files(app: &TestApp, day: NaiveDate) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT bill_type, coalesce(row_count, -1) FROM recon_bill_files WHERE mch_id = $1 AND bill_date = $2
+          ORDER BY id",
+    )
+    .bind(DEMO_MCH_ID)
+    .bind(day)
+    .fetch_all(app.pool())
+    .await
+    .unwrap()
+}
+
+/// A v3 bill whose file does not match its link's SHA1 is never stored or loaded: the link
+/// and file are fetched again; when every attempt is broken the run fails (the retry job
+/// tries later), and a later run with a good file completes.
+#[tokio::test]
+async fn a_v3_bill_failing_its_sha1_is_fetched_again_never_loaded() {
+    let app = TestApp::spawn_with(Options::with_protocol(Protocol::V3)).await;
+    let day = Utc::now().with_timezone(&beijing()).date_naive() - Duration::days(1);
+    set_clock(&app, bj(day, 10, 0, 0));
+    let openid = app.login("alice").await;
+    let a = app.create_order_for(&openid, 1000).await.expect(201)["out_trade_no"].as_str().unwrap().to_owned();
+    app.pay(&a);
+    app.wait_for_order_status(&a, "paid").await;
+    set_clock(&app, bj(day + Duration::days(1), 11, 0, 0));
+    let r = Reconciler::from_config(&app.config, app.pool().clone()).unwrap();
+
+    // Every attempt broken: the run fails, nothing of the broken files is kept.
+    app.add_fault("/v3/billdownload/file", FaultKind::CorruptBill, 3);
+    let err = r.run(&download(day, false)).await.expect_err("three broken downloads fail the run");
+    assert!(matches!(&err, ReconcileError::Unknown(m) if m.contains("SHA1")), "{err}");
+    assert!(bill_files(&app, day).await.is_empty(), "a file failing its SHA1 is not stored");
+    let mut conn = app.pool().acquire().await.unwrap();
+    let runs = recon::runs_for_date(&mut conn, day, Some(DEMO_MCH_ID)).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].status.as_str(), runs[0].protocol.as_deref()), ("failed", Some("v3")));
+    assert!(runs[0].error.as_deref().is_some_and(|e| e.contains("SHA1")), "{:?}", runs[0].error);
+    drop(conn);
+
+    // One broken download: fetched again within the run, the good file is loaded.
+    app.add_fault("/v3/billdownload/file", FaultKind::CorruptBill, 1);
+    let RunOutcome::Completed(report) = r.run(&download(day, false)).await.unwrap() else {
+        panic!("expected a completed run")
+    };
+    assert_eq!(report.protocol, "v3");
+    assert!(report.discrepancies.is_empty(), "{}", report.human());
+    assert!(report.balanced(), "{}", report.human());
+    let files = bill_files(&app, day).await;
+    let kinds: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(kinds, ["trade_all", "fundflow_basic"], "one file of each, the good ones");
+    assert_eq!(files[0].1, 1, "the trade bill's one payment was loaded");
+    app.assert_ledger_balanced().await;
 }

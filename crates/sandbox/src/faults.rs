@@ -40,6 +40,10 @@ pub enum FaultKind {
     /// with a `WECHATPAY/SIGNTEST/` signature — which the receiver must refuse (non-2xx).
     /// The probe is recorded as its own attempt; the real attempt follows as usual.
     SignTest,
+    /// APIv3 bill downloads only (`/v3/billdownload/file`): serve the file with one byte of
+    /// the bill changed (compressed again when the file is gzip), so its SHA1 no longer
+    /// matches the link's `hash_value` (a download broken on the way).
+    CorruptBill,
 }
 
 /// One configured fault.
@@ -69,6 +73,8 @@ pub enum FaultError {
     V2Only(&'static str),
     #[error("times must be at least 1")]
     ZeroTimes,
+    #[error("fault kind corrupt_bill only applies to the v3 bill download ({0})")]
+    BillDownloadOnly(&'static str),
 }
 
 impl FaultKind {
@@ -84,6 +90,7 @@ impl FaultKind {
             FaultKind::Reorder { .. } => "reorder",
             FaultKind::Unsigned => "unsigned",
             FaultKind::SignTest => "signtest",
+            FaultKind::CorruptBill => "corrupt_bill",
         }
     }
 }
@@ -109,6 +116,9 @@ impl Faults {
         }
         let notify = is_notify_path(&fault.path);
         let v3 = fault.path.starts_with("/v3/");
+        if fault.kind == FaultKind::CorruptBill && fault.path != crate::v3::BILL_DOWNLOAD_PATH {
+            return Err(FaultError::BillDownloadOnly(crate::v3::BILL_DOWNLOAD_PATH));
+        }
         match (&fault.kind, notify) {
             (FaultKind::Unsigned, false) if !v3 => return Err(FaultError::V3Only("unsigned")),
             (FaultKind::ReturnFail { .. }, false) if v3 => return Err(FaultError::V2Only("return_fail")),
@@ -197,6 +207,9 @@ mod tests {
         assert_eq!(fs.take_notify("pay"), Some(FaultKind::Drop));
         fs.clear(Some("notify/pay"));
         assert_eq!(fs.take_notify("pay"), None);
+        assert!(fs.add(f("/pay/unifiedorder", FaultKind::CorruptBill, None), known).is_err());
+        fs.add(f(crate::v3::BILL_DOWNLOAD_PATH, FaultKind::CorruptBill, Some(1)), |_| true).unwrap();
+        assert_eq!(fs.take(crate::v3::BILL_DOWNLOAD_PATH), Some(FaultKind::CorruptBill));
     }
 
     #[test]

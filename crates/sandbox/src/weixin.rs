@@ -45,7 +45,11 @@ async fn fault(shared: &Shared, path: &str) -> Option<HttpResponse> {
             tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
             None
         }
-        FaultKind::Duplicate | FaultKind::Reorder { .. } | FaultKind::Unsigned | FaultKind::SignTest => None,
+        FaultKind::Duplicate
+        | FaultKind::Reorder { .. }
+        | FaultKind::Unsigned
+        | FaultKind::SignTest
+        | FaultKind::CorruptBill => None,
     }
 }
 

@@ -44,6 +44,9 @@ pub struct RunSummary {
     pub status: String,
     /// schedule, cli, api, bench, test
     pub trigger: String,
+    /// Which protocol fetched the bills: v2, v3 (the merchant's protocol for a download) or
+    /// file (bills given by hand); absent on runs from before it was recorded.
+    pub protocol: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
@@ -76,6 +79,7 @@ fn summary(r: &RunRow) -> RunSummary {
         run_id: r.id,
         status: r.status.clone(),
         trigger: r.trigger.clone(),
+        protocol: r.protocol.clone(),
         started_at: r.started_at,
         finished_at: r.finished_at,
         error: r.error.clone(),

@@ -105,3 +105,23 @@ pub fn download(st: &mut State, call: &V3Call) -> V3Reply {
         },
     }
 }
+
+/// The `corrupt_bill` fault: the file with one byte of its bill text changed (compressed
+/// again when it was gzip), so the SHA1 of the text no longer matches the link.
+pub fn corrupt(file: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let gzip = file.starts_with(&[0x1f, 0x8b]);
+    let mut text = Vec::new();
+    if gzip {
+        if flate2::read::MultiGzDecoder::new(file).read_to_end(&mut text).is_err() {
+            return file.to_vec();
+        }
+    } else {
+        text = file.to_vec();
+    }
+    // The last byte before the final newline: a digit of the summary line, still a bill.
+    if let Some(b) = text.iter().rposition(|b| b.is_ascii_digit()).and_then(|i| text.get_mut(i)) {
+        *b = if *b == b'9' { b'8' } else { *b + 1 };
+    }
+    maybe_gzip(text, gzip).unwrap_or_else(|_| file.to_vec())
+}

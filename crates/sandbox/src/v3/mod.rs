@@ -294,6 +294,10 @@ pub(crate) async fn handle(req: HttpRequest, body: Bytes, shared: S) -> HttpResp
     match fault {
         Some(FaultKind::LostAnswer) => crate::wire::dropped_connection(),
         Some(FaultKind::Unsigned) => reply.into_http(Some(signer), false),
+        Some(FaultKind::CorruptBill) if reply.status == StatusCode::OK => {
+            let body = bills::corrupt(&reply.body);
+            V3Reply { body, ..reply }.into_http(Some(signer), true)
+        }
         _ => reply.into_http(Some(signer), true),
     }
 }

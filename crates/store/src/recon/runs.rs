@@ -152,6 +152,8 @@ pub struct RunEnd<'a> {
     pub report: Option<&'a serde_json::Value>,
     pub summary_text: Option<&'a str>,
     pub error: Option<&'a str>,
+    /// Which protocol fetched the bills: `v2`, `v3` or `file`.
+    pub protocol: Option<&'a str>,
 }
 
 /// Closes a run (only a running one: a run taken over after its lease expired stays
@@ -159,7 +161,7 @@ pub struct RunEnd<'a> {
 pub async fn finish_run(conn: &mut PgConnection, run_id: i64, end: &RunEnd<'_>) -> Result<bool, StoreError> {
     let r = sqlx::query(
         "UPDATE recon_runs SET status = $2, trade_file_id = $3, fund_file_id = $4, empty_day = $5, report = $6,
-                summary_text = $7, error = $8, finished_at = now()
+                summary_text = $7, error = $8, protocol = $9, finished_at = now()
           WHERE id = $1 AND status = 'running'",
     )
     .bind(run_id)
@@ -170,6 +172,7 @@ pub async fn finish_run(conn: &mut PgConnection, run_id: i64, end: &RunEnd<'_>) 
     .bind(end.report)
     .bind(end.summary_text)
     .bind(end.error)
+    .bind(end.protocol)
     .execute(conn)
     .await?;
     Ok(r.rows_affected() == 1)
@@ -188,6 +191,8 @@ pub struct RunRow {
     pub report: Option<serde_json::Value>,
     pub summary_text: Option<String>,
     pub error: Option<String>,
+    /// Which protocol fetched the bills (`v2`, `v3`, `file`); absent on older runs.
+    pub protocol: Option<String>,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -196,7 +201,7 @@ pub struct RunRow {
 pub async fn get_run(conn: &mut PgConnection, run_id: i64) -> Result<Option<RunRow>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT id, mch_id, bill_date, status, trigger, worker, empty_day, report, summary_text, error,
-                started_at, finished_at
+                protocol, started_at, finished_at
            FROM recon_runs WHERE id = $1",
     )
     .bind(run_id)
@@ -212,7 +217,7 @@ pub async fn runs_for_date(
 ) -> Result<Vec<RunRow>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT id, mch_id, bill_date, status, trigger, worker, empty_day, report, summary_text, error,
-                started_at, finished_at
+                protocol, started_at, finished_at
            FROM recon_runs WHERE bill_date = $1 AND ($2::text IS NULL OR mch_id = $2)
           ORDER BY id DESC",
     )

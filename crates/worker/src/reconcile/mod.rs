@@ -39,8 +39,10 @@ use minipay_store::{Fen, StoreError};
 use serde_json::json;
 use sqlx::PgPool;
 use wxpay::Outcome;
-use wxpay::api::{AccountType, BillType, DownloadBillRequest, DownloadFundFlowRequest, OrderQueryRequest, OrderRef};
+use wxpay::api::{AccountType, BillType, DownloadBillRequest, DownloadFundFlowRequest};
 use wxpay::bill::{BillError, BillSummary, MilliFen};
+use wxpay::merchant::{ApiVersion, MerchantClient};
+use wxpay::v3::api::{BillLink, FundAccountType, FundFlowBillRequest, TradeBillRequest, TradeBillType};
 
 use self::load::{Body, Loaded, Raw};
 use self::report::{FeeReport, Report, Totals};
@@ -62,6 +64,8 @@ pub enum ReconcileError {
     Download(String),
     #[error("the download's outcome is unknown: {0}")]
     Unknown(String),
+    #[error("orderquery not sent: {0}")]
+    Query(String),
     #[error("merchant {0} has no WeChat Pay client configured")]
     NoClient(String),
     #[error("configuration: {0}")]
@@ -72,6 +76,12 @@ pub enum ReconcileError {
 
 impl From<wxpay::CallError> for ReconcileError {
     fn from(e: wxpay::CallError) -> ReconcileError {
+        ReconcileError::Download(e.to_string())
+    }
+}
+
+impl From<wxpay::v3::client::CallError> for ReconcileError {
+    fn from(e: wxpay::v3::client::CallError) -> ReconcileError {
         ReconcileError::Download(e.to_string())
     }
 }
@@ -147,7 +157,9 @@ impl Settings {
 /// Where the bills of a run come from.
 #[derive(Clone, Debug)]
 pub enum BillSource {
-    /// `downloadbill` (ALL, gzip) and, when enabled, `downloadfundflow` (Basic).
+    /// Downloaded in the merchant's protocol: v2 `downloadbill` (ALL, gzip) and, when
+    /// enabled, `downloadfundflow` (Basic); v3 `/v3/bill/tradebill` (ALL, GZIP) and
+    /// `/v3/bill/fundflowbill` (BASIC, GZIP), each file checked against its link's SHA1.
     Download,
     /// Bills downloaded by hand from the merchant platform (plain or gzip).
     Files { trade: PathBuf, fund_flow: Option<PathBuf> },
@@ -184,12 +196,37 @@ pub enum RunOutcome {
     },
 }
 
-/// Runs reconciliations: the pool, a WeChat client per merchant, settings per merchant.
+/// How many times a v3 bill is fetched (link, then download) when the download's outcome
+/// is unknown — a SHA1 mismatch among them: a broken download is never loaded, and
+/// fetching again is harmless (a read).
+const V3_DOWNLOAD_ATTEMPTS: u32 = 3;
+
+/// Which protocol fetched a run's bills (`recon_runs.protocol`, the report's `protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    V2,
+    V3,
+    /// Bills given by hand (`--bill-file`), by the benchmark or by tests.
+    File,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::V2 => "v2",
+            Protocol::V3 => "v3",
+            Protocol::File => "file",
+        }
+    }
+}
+
+/// Runs reconciliations: the pool, a WeChat client per merchant (in its protocol),
+/// settings per merchant.
 #[derive(Clone)]
 pub struct Reconciler {
     pool: PgPool,
     worker_id: String,
-    clients: HashMap<String, wxpay::Client>,
+    clients: HashMap<String, MerchantClient>,
     settings: HashMap<String, Settings>,
     default_settings: Settings,
 }
@@ -231,19 +268,19 @@ impl Reconciler {
         let mut r = Reconciler::new(pool);
         r.default_settings = Settings::for_merchant(&config.reconcile, "")?;
         for m in &config.merchants {
-            // Guess until v3 bills are wired here: a v3 merchant that also has its v2 key
-            // reconciles through v2's downloadbill (the same file format at WeChat).
-            if m.api_key.is_some() {
-                let client = config.wxpay_client(&m.mch_id).map_err(|e| ReconcileError::Config(e.to_string()))?;
-                r.clients.insert(m.mch_id.clone(), client);
-            }
+            // The merchant's own protocol downloads its bills and asks orderquery: a v3
+            // merchant's bills come over v3 even when it also has a v2 key.
+            let appid = config.merchant_app(&m.mch_id).map(|a| a.appid.clone()).unwrap_or_default();
+            let client =
+                config.merchant_client_for(&m.mch_id, &appid).map_err(|e| ReconcileError::Config(e.to_string()))?;
+            r.clients.insert(m.mch_id.clone(), client);
             r.settings.insert(m.mch_id.clone(), Settings::for_merchant(&config.reconcile, &m.mch_id)?);
         }
         Ok(r)
     }
 
-    /// Uses `client` for a merchant's downloads and queries.
-    pub fn with_client(mut self, mch_id: &str, client: wxpay::Client) -> Reconciler {
+    /// Uses `client` for a merchant's downloads and queries (its protocol is the client's).
+    pub fn with_client(mut self, mch_id: &str, client: MerchantClient) -> Reconciler {
         self.clients.insert(mch_id.to_owned(), client);
         self
     }
@@ -275,6 +312,18 @@ impl Reconciler {
         self.settings.get(mch_id).unwrap_or(&self.default_settings)
     }
 
+    /// Which protocol a run fetches its bills with: the merchant's for a download (`None`
+    /// when the merchant has no client: the run fails), `file` otherwise.
+    pub fn protocol(&self, req: &RunRequest) -> Option<Protocol> {
+        match req.source {
+            BillSource::Download => self.clients.get(&req.mch_id).map(|c| match c.version() {
+                ApiVersion::V2 => Protocol::V2,
+                ApiVersion::V3 => Protocol::V3,
+            }),
+            BillSource::Files { .. } | BillSource::Bytes { .. } => Some(Protocol::File),
+        }
+    }
+
     /// One run of one (merchant, date). `Err` means the run could not complete (recorded as
     /// `failed` when it had started); discrepancies, however many, are a completed run.
     pub async fn run(&self, req: &RunRequest) -> Result<RunOutcome, ReconcileError> {
@@ -297,7 +346,8 @@ impl Reconciler {
             }
             StartRun::AlreadyCompleted { run_id } => return Ok(RunOutcome::AlreadyCompleted { run_id }),
         };
-        tracing::info!(mch_id = %req.mch_id, date = %req.date, run_id, "reconciliation started");
+        let protocol = self.protocol(req).map(Protocol::as_str);
+        tracing::info!(mch_id = %req.mch_id, date = %req.date, run_id, protocol, "reconciliation started");
         match self.run_started(run_id, req, &s).await {
             Ok(Some(report)) => {
                 metrics::completed(&report);
@@ -317,8 +367,9 @@ impl Reconciler {
                     fund_file_id: None,
                     empty_day: false,
                     report: None,
-                    summary_text: Some("WeChat is still creating the bill (Bill Creating)"),
+                    summary_text: Some("WeChat is still creating the bill (v2 Bill Creating, v3 STATEMENT_CREATING)"),
                     error: None,
+                    protocol,
                 };
                 recon::finish_run(&mut conn, run_id, &end).await?;
                 metrics::outcome(&req.mch_id, "waiting");
@@ -336,6 +387,7 @@ impl Reconciler {
                     report: None,
                     summary_text: None,
                     error: Some(&msg),
+                    protocol,
                 };
                 if let Ok(mut conn) = self.pool.acquire().await {
                     let _ = recon::finish_run(&mut conn, run_id, &end).await;
@@ -427,11 +479,13 @@ impl Reconciler {
         let truncated = discrepancies.len() as i64 > report::MAX_LISTED;
         let discrepancies: Vec<_> = discrepancies.into_iter().take(report::MAX_LISTED as usize).collect();
         lap("report", &mut timings);
+        let protocol = self.protocol(req).map(Protocol::as_str);
         let report = Report {
             run_id,
             mch_id: mch.to_owned(),
             date: req.date,
             status: "completed".into(),
+            protocol: protocol.unwrap_or_default().to_owned(),
             empty_day: trade.is_none(),
             categories: Report::summarise(&categories),
             trade_bill: trade_loaded.clone(),
@@ -453,6 +507,7 @@ impl Reconciler {
             report: Some(&json),
             summary_text: Some(&text),
             error: None,
+            protocol,
         };
         if !recon::finish_run(&mut tx, run_id, &end).await? {
             return Err(ReconcileError::Internal(format!(
@@ -484,44 +539,53 @@ impl Reconciler {
             BillSource::Download => {
                 let client =
                     self.clients.get(&req.mch_id).ok_or_else(|| ReconcileError::NoClient(req.mch_id.clone()))?;
-                let body = download(
-                    client
-                        .download_bill(&DownloadBillRequest {
-                            bill_date: req.date,
-                            bill_type: BillType::All,
-                            gzip: true,
-                        })
-                        .await?,
-                )?;
-                let trade = match classify(Raw::Bytes(Arc::from(body)))? {
-                    Classified::NotReady => return Ok(Fetched::NotReady),
-                    Classified::NoBill => None,
-                    Classified::Bill(r) => Some(r),
-                };
-                let fund = if s.fund_flow && client.has_identity() {
-                    let body = download(
-                        client
-                            .download_fund_flow(&DownloadFundFlowRequest {
-                                bill_date: req.date,
-                                account_type: AccountType::Basic,
-                                gzip: true,
-                            })
-                            .await?,
-                    )?;
-                    match classify(Raw::Bytes(Arc::from(body)))? {
-                        Classified::NotReady => return Ok(Fetched::NotReady),
-                        Classified::NoBill => Some(None),
-                        Classified::Bill(r) => Some(Some(r)),
-                    }
-                } else {
-                    if s.fund_flow {
-                        tracing::warn!(mch_id = %req.mch_id, "no client certificate: fund-flow bill skipped");
-                    }
-                    None
-                };
-                Ok(Fetched::Bills { trade, fund })
+                match client {
+                    MerchantClient::V2 { client, .. } => self.fetch_v2(client, req, s).await,
+                    MerchantClient::V3(client) => fetch_v3(client, req, s).await,
+                }
             }
         }
+    }
+
+    /// v2: `downloadbill` answers the bill, or an XML refusal the body classification reads.
+    async fn fetch_v2(
+        &self,
+        client: &wxpay::Client,
+        req: &RunRequest,
+        s: &Settings,
+    ) -> Result<Fetched, ReconcileError> {
+        let body = download(
+            client
+                .download_bill(&DownloadBillRequest { bill_date: req.date, bill_type: BillType::All, gzip: true })
+                .await?,
+        )?;
+        let trade = match classify(Raw::Bytes(Arc::from(body)))? {
+            Classified::NotReady => return Ok(Fetched::NotReady),
+            Classified::NoBill => None,
+            Classified::Bill(r) => Some(r),
+        };
+        let fund = if s.fund_flow && client.has_identity() {
+            let body = download(
+                client
+                    .download_fund_flow(&DownloadFundFlowRequest {
+                        bill_date: req.date,
+                        account_type: AccountType::Basic,
+                        gzip: true,
+                    })
+                    .await?,
+            )?;
+            match classify(Raw::Bytes(Arc::from(body)))? {
+                Classified::NotReady => return Ok(Fetched::NotReady),
+                Classified::NoBill => Some(None),
+                Classified::Bill(r) => Some(Some(r)),
+            }
+        } else {
+            if s.fund_flow {
+                tracing::warn!(mch_id = %req.mch_id, "no client certificate: fund-flow bill skipped");
+            }
+            None
+        };
+        Ok(Fetched::Bills { trade, fund })
     }
 
     /// Repairs the run's missing_local payments whose order exists: `orderquery`, and if
@@ -536,8 +600,7 @@ impl Reconciler {
         };
         let mut repaired = 0;
         for c in candidates {
-            let q =
-                client.order_query(&OrderQueryRequest { order: OrderRef::OutTradeNo(c.out_trade_no.clone()) }).await?;
+            let q = client.order_query(&c.out_trade_no).await.map_err(|e| ReconcileError::Query(e.to_string()))?;
             let r = match q {
                 Outcome::Success(r) if r.trade_state.is_paid() => r,
                 other => {
@@ -723,6 +786,84 @@ fn classify_pair(trade: Raw, fund: Option<Raw>) -> Result<Fetched, ReconcileErro
             Classified::NoBill => Some(None),
             Classified::Bill(r) => Some(Some(r)),
         },
+    };
+    Ok(Fetched::Bills { trade, fund })
+}
+
+/// One v3 bill: the link, then the file, checked against the link's SHA1 by the client.
+/// `STATEMENT_CREATING` is not ready and `NO_STATEMENT_EXIST` no bill, exactly as v2's
+/// `Bill Creating` / `No Bill Exist` bodies; an unknown outcome (a SHA1 mismatch, a broken
+/// transfer) fetches a fresh link and file again, up to [`V3_DOWNLOAD_ATTEMPTS`] times,
+/// and is never loaded.
+async fn fetch_v3_one(
+    client: &wxpay::v3::Client,
+    req: &RunRequest,
+    kind: BillKind,
+) -> Result<Classified, ReconcileError> {
+    let mut last = String::new();
+    for attempt in 1..=V3_DOWNLOAD_ATTEMPTS {
+        let link: Outcome<BillLink> = match kind {
+            BillKind::FundflowBasic => {
+                client
+                    .fund_flow_bill(&FundFlowBillRequest {
+                        bill_date: req.date,
+                        account_type: FundAccountType::Basic,
+                        gzip: true,
+                    })
+                    .await?
+            }
+            BillKind::TradeAll => {
+                client
+                    .trade_bill(&TradeBillRequest { bill_date: req.date, bill_type: TradeBillType::All, gzip: true })
+                    .await?
+            }
+        };
+        let link = match link {
+            Outcome::Success(l) => l,
+            Outcome::Failed { code, .. } if code == "STATEMENT_CREATING" => return Ok(Classified::NotReady),
+            Outcome::Failed { code, .. } if code == "NO_STATEMENT_EXIST" => return Ok(Classified::NoBill),
+            Outcome::Failed { code, message } => return Err(ReconcileError::Download(format!("{code}: {message}"))),
+            Outcome::Unknown { reason } => {
+                tracing::warn!(mch_id = %req.mch_id, date = %req.date, ?kind, attempt, %reason, "v3 bill link unknown");
+                last = reason;
+                continue;
+            }
+        };
+        match client.download_bill(&link, true).await? {
+            // The file (gunzipped by the client) is the same backtick CSV as v2's: from here
+            // on it is one path for both protocols.
+            Outcome::Success(text) => return classify(Raw::Bytes(Arc::from(text))),
+            Outcome::Failed { code, message } => {
+                tracing::warn!(mch_id = %req.mch_id, date = %req.date, ?kind, attempt, %code, %message,
+                    "v3 bill download refused");
+                last = format!("{code}: {message}");
+            }
+            Outcome::Unknown { reason } => {
+                tracing::warn!(mch_id = %req.mch_id, date = %req.date, ?kind, attempt, %reason,
+                    "v3 bill download broken (not loaded); fetching again");
+                last = reason;
+            }
+        }
+    }
+    Err(ReconcileError::Unknown(format!("v3 bill after {V3_DOWNLOAD_ATTEMPTS} attempts: {last}")))
+}
+
+/// v3: the trade bill and, when enabled, the Basic fund-flow bill (signed with the
+/// merchant's RSA key: no client certificate needed).
+async fn fetch_v3(client: &wxpay::v3::Client, req: &RunRequest, s: &Settings) -> Result<Fetched, ReconcileError> {
+    let trade = match fetch_v3_one(client, req, BillKind::TradeAll).await? {
+        Classified::NotReady => return Ok(Fetched::NotReady),
+        Classified::NoBill => None,
+        Classified::Bill(r) => Some(r),
+    };
+    let fund = if s.fund_flow {
+        match fetch_v3_one(client, req, BillKind::FundflowBasic).await? {
+            Classified::NotReady => return Ok(Fetched::NotReady),
+            Classified::NoBill => Some(None),
+            Classified::Bill(r) => Some(Some(r)),
+        }
+    } else {
+        None
     };
     Ok(Fetched::Bills { trade, fund })
 }

@@ -79,6 +79,11 @@ pub struct Report {
     pub mch_id: String,
     pub date: NaiveDate,
     pub status: String,
+    /// Which protocol fetched the bills: `v2` (downloadbill), `v3` (`/v3/bill/…`, SHA1
+    /// checked) or `file` (given by hand, the benchmark, tests). Empty in reports stored
+    /// before it was recorded.
+    #[serde(default)]
+    pub protocol: String,
     /// WeChat answered `No Bill Exist`: no trades that day for WeChat.
     pub empty_day: bool,
     pub trade_bill: Option<Loaded>,
@@ -133,6 +138,15 @@ impl Report {
             "Reconciliation of merchant {} for {} (run {}): {}",
             self.mch_id, self.date, self.run_id, self.status
         );
+        match self.protocol.as_str() {
+            "" => {}
+            "file" => {
+                let _ = writeln!(s, "  bills: from files");
+            }
+            p => {
+                let _ = writeln!(s, "  bills: downloaded over WeChat Pay {p}");
+            }
+        }
         if self.empty_day {
             let _ = writeln!(s, "  WeChat has no bill for this day (No Bill Exist): reconciled as an empty day");
         }
