@@ -3,10 +3,19 @@
 
 # sdk_install MODULE REQUIREMENT: pip-installs REQUIREMENT (plus cryptography) unless MODULE
 # and cryptography import already.
+# pip runs with the machine's CA bundle as it was before any sandbox started: a sandbox
+# exports REQUESTS_CA_BUNDLE (its own CA, for the SDK), and run_v3.sh, started by run.sh
+# while run.sh's sandbox is up, would otherwise send PyPI's certificate to the sandbox CA.
+SDK_SYSTEM_CA_BUNDLE=${SDK_SYSTEM_CA_BUNDLE-${REQUESTS_CA_BUNDLE-}}
+export SDK_SYSTEM_CA_BUNDLE
 sdk_install() {
   if ! "$PY" -c "import $1, cryptography" >/dev/null 2>&1; then
     echo "installing $2 from PyPI"
-    "$PY" -m pip install --quiet --disable-pip-version-check "$2" cryptography
+    if [ -n "$SDK_SYSTEM_CA_BUNDLE" ]; then
+      REQUESTS_CA_BUNDLE="$SDK_SYSTEM_CA_BUNDLE" "$PY" -m pip install --quiet --disable-pip-version-check "$2" cryptography
+    else
+      env -u REQUESTS_CA_BUNDLE "$PY" -m pip install --quiet --disable-pip-version-check "$2" cryptography
+    fi
   fi
 }
 
