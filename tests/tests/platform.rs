@@ -59,10 +59,8 @@ async fn user_writes(app: &TestApp, body: Value) -> Value {
 }
 
 async fn received_count(app: &TestApp) -> i64 {
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM cs_messages WHERE direction = 'in'")
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM cs_messages WHERE direction = 'in'").fetch_one(app.pool()).await.unwrap();
     n
 }
 
@@ -98,8 +96,11 @@ async fn one_upstream_token_call_shared_by_two_api_instances() {
     let upstream = stable_calls(&app).await;
     assert_eq!(upstream.len(), 1, "one stable_token call in all: {upstream:?}");
     assert_eq!(upstream[0]["force_refresh"], false);
-    let (fetches,): (i64,) =
-        sqlx::query_as("SELECT fetches FROM wechat_access_tokens WHERE appid = $1").bind(DEMO_APPID).fetch_one(app.pool()).await.unwrap();
+    let (fetches,): (i64,) = sqlx::query_as("SELECT fetches FROM wechat_access_tokens WHERE appid = $1")
+        .bind(DEMO_APPID)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
     assert_eq!(fetches, 1);
 
     // Only the internal role (and admin) may read it.
@@ -198,7 +199,9 @@ async fn push_url_verification() {
 async fn receive_in_every_format_and_mode_and_refuse_bad_ones() {
     let app = spawn().await;
     let mut expected = 0;
-    for (format, mode) in [("xml", "plain"), ("json", "plain"), ("xml", "safe"), ("json", "safe"), ("xml", "compat"), ("json", "compat")] {
+    for (format, mode) in
+        [("xml", "plain"), ("json", "plain"), ("xml", "safe"), ("json", "safe"), ("xml", "compat"), ("json", "compat")]
+    {
         configure_push(&app, format, mode).await;
         let content = format!("你好 {format} {mode}");
         let v = user_writes(&app, json!({"user": "alice", "content": content})).await;
@@ -207,12 +210,11 @@ async fn receive_in_every_format_and_mode_and_refuse_bad_ones() {
         assert_eq!(v["attempts"][0]["reply"], "success");
         expected += 1;
         assert_eq!(received_count(&app).await, expected, "{format}/{mode} stored");
-        let (body, safe): (Value, bool) = sqlx::query_as(
-            "SELECT body, safe_mode FROM cs_messages WHERE direction = 'in' ORDER BY id DESC LIMIT 1",
-        )
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
+        let (body, safe): (Value, bool) =
+            sqlx::query_as("SELECT body, safe_mode FROM cs_messages WHERE direction = 'in' ORDER BY id DESC LIMIT 1")
+                .fetch_one(app.pool())
+                .await
+                .unwrap();
         assert_eq!(body["Content"], content.as_str());
         assert_eq!(safe, mode != "plain");
 
@@ -232,7 +234,11 @@ async fn receive_in_every_format_and_mode_and_refuse_bad_ones() {
     configure_push(&app, "json", "safe").await;
     for _ in 0..2 {
         user_writes(&app, json!({"user": "bob", "content": "again", "msg_id": "987654321"})).await;
-        user_writes(&app, json!({"user": "bob", "msgtype": "event", "event": "user_enter_tempsession", "create_time": 1_760_000_000})).await;
+        user_writes(
+            &app,
+            json!({"user": "bob", "msgtype": "event", "event": "user_enter_tempsession", "create_time": 1_760_000_000}),
+        )
+        .await;
     }
     assert_eq!(received_count(&app).await, expected + 2);
 
@@ -344,17 +350,17 @@ async fn sends_outside_the_window_report_wechats_errors() {
     assert_eq!(r.code(), "cs_window_closed");
     // An openid WeChat does not know in this app: 40003.
     let stranger = app.sandbox_get(&format!("/sandbox/openid?user=frank&appid={DEMO_APPID}")).await;
-    let r = app
-        .send_cs_message(&json!({"openid": stranger["openid"], "msgtype": "text", "text": {"content": "hi"}}))
-        .await;
+    let r =
+        app.send_cs_message(&json!({"openid": stranger["openid"], "msgtype": "text", "text": {"content": "hi"}})).await;
     assert_eq!(r.code(), "invalid_openid");
     assert!(r.body["error"]["message"].as_str().unwrap().contains("40003"));
     // Failed sends are recorded with WeChat's errcode.
-    let (failed,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM cs_messages WHERE direction = 'out' AND status = 'failed' AND errcode IS NOT NULL")
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
+    let (failed,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM cs_messages WHERE direction = 'out' AND status = 'failed' AND errcode IS NOT NULL",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
     assert_eq!(failed, 4);
     app.shutdown().await;
 }
@@ -367,7 +373,10 @@ async fn phone_number_codes_are_single_use() {
     let code = minted["code"].as_str().unwrap().to_owned();
     let r = app.phone_number(&json!({"code": code, "openid": openid})).await;
     let b = r.expect(200);
-    assert_eq!((b["phone_number"].as_str(), b["country_code"].as_str(), b["cached"].as_bool()), (Some("13800138000"), Some("86"), Some(true)));
+    assert_eq!(
+        (b["phone_number"].as_str(), b["country_code"].as_str(), b["cached"].as_bool()),
+        (Some("13800138000"), Some("86"), Some(true))
+    );
     // Cached on the user: read without a code (nothing billed).
     let cached = app.get(&format!("/v1/users/phone-number?openid={openid}")).await;
     assert_eq!(cached.expect(200)["pure_phone_number"], "13800138000");
@@ -382,7 +391,10 @@ async fn phone_number_codes_are_single_use() {
     assert_eq!(r.code(), "phone_code_used");
     assert!(r.body["error"]["message"].as_str().unwrap().contains("40029"));
     let rows: Vec<(String, Option<i64>)> =
-        sqlx::query_as("SELECT status, errcode FROM phone_number_requests ORDER BY id").fetch_all(app.pool()).await.unwrap();
+        sqlx::query_as("SELECT status, errcode FROM phone_number_requests ORDER BY id")
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
     assert_eq!(rows, vec![("success".to_owned(), None), ("failed".to_owned(), Some(40029))]);
     app.shutdown().await;
 }
@@ -420,7 +432,8 @@ async fn unionid_links_a_user_across_apps_and_session_keys_stay_sealed() {
 
     let r = app.find_users(&format!("unionid={unionid}")).await;
     let users = r.expect(200)["users"].as_array().unwrap().clone();
-    let pairs: Vec<(&str, &str)> = users.iter().map(|u| (u["appid"].as_str().unwrap(), u["openid"].as_str().unwrap())).collect();
+    let pairs: Vec<(&str, &str)> =
+        users.iter().map(|u| (u["appid"].as_str().unwrap(), u["openid"].as_str().unwrap())).collect();
     assert_eq!(pairs, vec![(DEMO_APPID, a1.as_str()), (SECOND_APPID, a2.as_str())]);
     let r = app.find_users(&format!("openid={a2}&appid={SECOND_APPID}")).await;
     assert_eq!(r.expect(200)["unionid"], unionid.as_str());
@@ -444,7 +457,13 @@ async fn unionid_links_a_user_across_apps_and_session_keys_stay_sealed() {
     let key_bytes = b64.decode(&key).unwrap();
     let iv = [3u8; 16];
     let data = json!({"nickName": "Grace", "watermark": {"appid": DEMO_APPID, "timestamp": 1_760_000_000}});
-    let enc = openssl::symm::encrypt(openssl::symm::Cipher::aes_128_cbc(), &key_bytes, Some(&iv), data.to_string().as_bytes()).unwrap();
+    let enc = openssl::symm::encrypt(
+        openssl::symm::Cipher::aes_128_cbc(),
+        &key_bytes,
+        Some(&iv),
+        data.to_string().as_bytes(),
+    )
+    .unwrap();
     let r = app
         .post("/v1/users/decrypt", &json!({"openid": a1, "encrypted_data": b64.encode(&enc), "iv": b64.encode(iv)}))
         .await;

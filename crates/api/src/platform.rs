@@ -102,7 +102,8 @@ impl TokenService {
             return Ok(t.clone());
         }
         let mut conn = self.pool.acquire().await?;
-        if let Some(t) = minipay_store::tokens::current(&mut conn, appid).await?.map(to_token).filter(|t| self.fresh(t)) {
+        if let Some(t) = minipay_store::tokens::current(&mut conn, appid).await?.map(to_token).filter(|t| self.fresh(t))
+        {
             *local = Some(t.clone());
             return Ok(t);
         }
@@ -117,7 +118,8 @@ impl TokenService {
     pub async fn refresh_after_rejection(&self, appid: &str, rejected: &SecretString) -> Result<Token, PlatformError> {
         let slot = self.slot(appid);
         let mut local = slot.lock().await;
-        if let Some(t) = local.as_ref().filter(|t| t.token.expose_secret() != rejected.expose_secret() && self.fresh(t)) {
+        if let Some(t) = local.as_ref().filter(|t| t.token.expose_secret() != rejected.expose_secret() && self.fresh(t))
+        {
             return Ok(t.clone());
         }
         let t = self.refresh_locked(appid, Some(rejected)).await?;
@@ -132,7 +134,8 @@ impl TokenService {
         let mut tx = self.pool.begin().await?;
         minipay_store::tokens::lock_app(&mut tx, appid).await?;
         let stored = minipay_store::tokens::current(&mut tx, appid).await?.map(to_token);
-        let usable = |t: &&Token| self.fresh(t) && rejected.is_none_or(|r| r.expose_secret() != t.token.expose_secret());
+        let usable =
+            |t: &&Token| self.fresh(t) && rejected.is_none_or(|r| r.expose_secret() != t.token.expose_secret());
         if let Some(t) = stored.as_ref().filter(usable) {
             tx.commit().await?;
             return Ok(t.clone());
@@ -287,9 +290,10 @@ impl Platform {
         let mut push = HashMap::new();
         for p in &config.platform.push {
             let cipher = match &p.encoding_aes_key {
-                Some(k) => Some(PushCipher::new(k, &p.appid).map_err(|e| {
-                    minipay_config::ConfigError::Invalid(format!("platform.push {}: {e}", p.appid))
-                })?),
+                Some(k) => Some(
+                    PushCipher::new(k, &p.appid)
+                        .map_err(|e| minipay_config::ConfigError::Invalid(format!("platform.push {}: {e}", p.appid)))?,
+                ),
                 None => None,
             };
             push.insert(

@@ -91,7 +91,8 @@ pub fn run_check_cert(args: &CheckCertArgs) -> ExitCode {
     };
     opts.warn_days = args.warn_days;
     if let Some(c) = &args.connect {
-        let addr = c.parse::<SocketAddr>().or_else(|_| c.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, port)));
+        let addr =
+            c.parse::<SocketAddr>().or_else(|_| c.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, port)));
         match addr {
             Ok(a) => opts.connect = Some(a),
             Err(_) => return fail(format!("--connect {c:?}: give IP or IP:PORT")),

@@ -117,7 +117,8 @@ impl Default for PlatformConfig {
 }
 
 fn read_secret(p: &Path) -> Result<SecretString, ConfigError> {
-    let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?;
+    let text =
+        std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?;
     Ok(SecretString::from(text.trim_end_matches(['\r', '\n']).to_owned()))
 }
 

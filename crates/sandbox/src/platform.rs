@@ -208,9 +208,8 @@ async fn stable_token(body: web::Bytes, shared: S) -> HttpResponse {
     let mut st = shared.lock();
     let now = st.clock.now();
     let current = st.stable.get(appid.as_str()).cloned();
-    let valid = |s: &StableSlot, st: &State| {
-        st.tokens.get(&s.token).is_some_and(|t| !t.invalidated && t.expires_at > now)
-    };
+    let valid =
+        |s: &StableSlot, st: &State| st.tokens.get(&s.token).is_some_and(|t| !t.invalidated && t.expires_at > now);
     let record = |st: &mut State, result: &str, code: i64| {
         st.stable_calls.push(StableCall {
             appid: appid.clone(),
@@ -449,7 +448,11 @@ fn bad(code: &str, message: impl std::fmt::Display) -> HttpResponse {
 
 fn app_or_default(shared: &Shared, appid: Option<&String>) -> Result<String, HttpResponse> {
     let appid = appid.cloned().unwrap_or_else(|| shared.cfg.apps.first().map(|a| a.appid.clone()).unwrap_or_default());
-    if shared.apps.contains_key(&appid) { Ok(appid) } else { Err(bad("unknown_app", format!("appid {appid} is not configured"))) }
+    if shared.apps.contains_key(&appid) {
+        Ok(appid)
+    } else {
+        Err(bad("unknown_app", format!("appid {appid} is not configured")))
+    }
 }
 
 #[derive(Deserialize)]
@@ -467,11 +470,13 @@ async fn phonecode(shared: S, req: Json<UserApp>) -> HttpResponse {
     let code = format!("{}{}", nonce(), nonce());
     let mut st = shared.lock();
     let now = st.clock.now();
-    st.phone_codes.insert(code.clone(), PhoneCode { user: req.user.clone(), appid: appid.clone(), created_at: now, used: false });
+    st.phone_codes
+        .insert(code.clone(), PhoneCode { user: req.user.clone(), appid: appid.clone(), created_at: now, used: false });
     let openid = openid_for(&req.user, &appid);
     st.known_openids.insert(openid.clone(), (req.user.clone(), appid.clone()));
     drop(st);
-    HttpResponse::Ok().json(json!({"code": code, "appid": appid, "openid": openid, "phone": phone_of(&shared, &req.user)}))
+    HttpResponse::Ok()
+        .json(json!({"code": code, "appid": appid, "openid": openid, "phone": phone_of(&shared, &req.user)}))
 }
 
 async fn stable_calls(shared: S) -> HttpResponse {
@@ -551,7 +556,8 @@ async fn push_config(shared: S, req: Json<PushConfigReq>) -> HttpResponse {
     if answer.0 != 200 || answer.1 != echo {
         return HttpResponse::Ok().json(json!({"verified": false, "http_status": answer.0, "reply": answer.1.chars().take(200).collect::<String>()}));
     }
-    let original_id = req.original_id.clone().unwrap_or_else(|| format!("gh_{}", &appid[appid.len().saturating_sub(12)..]));
+    let original_id =
+        req.original_id.clone().unwrap_or_else(|| format!("gh_{}", &appid[appid.len().saturating_sub(12)..]));
     shared.lock().push_settings.insert(
         appid.clone(),
         PushSettings { url: req.url.clone(), token, aes_key, format, mode: req.mode.clone(), original_id },
@@ -597,7 +603,8 @@ async fn push(shared: S, req: Json<PushReq>) -> HttpResponse {
         let now = st.clock.now();
         let seq = st.next_seq();
         st.known_openids.insert(openid.clone(), (req.user.clone(), appid.clone()));
-        let id = (msgtype != "event").then(|| req.msg_id.clone().unwrap_or_else(|| format!("{}{seq:06}", now.timestamp())));
+        let id =
+            (msgtype != "event").then(|| req.msg_id.clone().unwrap_or_else(|| format!("{}{seq:06}", now.timestamp())));
         (now, id)
     };
     let create_time = req.create_time.unwrap_or(now.timestamp());
@@ -611,7 +618,10 @@ async fn push(shared: S, req: Json<PushReq>) -> HttpResponse {
             m.insert("Content".into(), Value::String(req.content.clone().unwrap_or_else(|| "你好".into())));
         }
         "event" => {
-            m.insert("Event".into(), Value::String(req.event.clone().unwrap_or_else(|| "user_enter_tempsession".into())));
+            m.insert(
+                "Event".into(),
+                Value::String(req.event.clone().unwrap_or_else(|| "user_enter_tempsession".into())),
+            );
         }
         _ => {}
     }
@@ -626,8 +636,11 @@ async fn push(shared: S, req: Json<PushReq>) -> HttpResponse {
     let plain = encode_fields(&m, settings.format);
     let ts = now.timestamp().to_string();
     let n = nonce();
-    let mut query: Vec<(String, String)> =
-        vec![("signature".into(), url_signature(&settings.token, &ts, &n)), ("timestamp".into(), ts.clone()), ("nonce".into(), n.clone())];
+    let mut query: Vec<(String, String)> = vec![
+        ("signature".into(), url_signature(&settings.token, &ts, &n)),
+        ("timestamp".into(), ts.clone()),
+        ("nonce".into(), n.clone()),
+    ];
     let body = if settings.mode == "plain" {
         plain
     } else {
@@ -676,7 +689,12 @@ async fn push(shared: S, req: Json<PushReq>) -> HttpResponse {
                 let status = resp.status().as_u16();
                 let reply = resp.text().await.unwrap_or_default();
                 let ok = status == 200;
-                attempts.push(PushAttempt { http_status: Some(status), reply: reply.chars().take(2000).collect(), elapsed_ms, error: None });
+                attempts.push(PushAttempt {
+                    http_status: Some(status),
+                    reply: reply.chars().take(2000).collect(),
+                    elapsed_ms,
+                    error: None,
+                });
                 if ok {
                     delivered = true;
                     break;
@@ -690,7 +708,14 @@ async fn push(shared: S, req: Json<PushReq>) -> HttpResponse {
             }),
         }
     }
-    let record = PushRecord { appid: appid.clone(), openid: openid.clone(), msg_type: msgtype.clone(), msg_id: msg_id.clone(), delivered, attempts };
+    let record = PushRecord {
+        appid: appid.clone(),
+        openid: openid.clone(),
+        msg_type: msgtype.clone(),
+        msg_id: msg_id.clone(),
+        delivered,
+        attempts,
+    };
     {
         let mut st = shared.lock();
         // A message from the user opens (re-opens) the 48-hour window, whatever our server

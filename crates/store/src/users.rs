@@ -88,7 +88,12 @@ pub async fn by_openid(pool: &PgPool, appid: &str, openid: &str) -> Result<Optio
 
 /// Keeps the latest session_key, already sealed by the caller (the store never sees it in
 /// clear).
-pub async fn set_session_key(conn: &mut PgConnection, appid: &str, openid: &str, sealed: &[u8]) -> Result<(), StoreError> {
+pub async fn set_session_key(
+    conn: &mut PgConnection,
+    appid: &str,
+    openid: &str,
+    sealed: &[u8],
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE users SET session_key_enc = $3, session_key_at = now() WHERE appid = $1 AND openid = $2")
         .bind(appid)
         .bind(openid)

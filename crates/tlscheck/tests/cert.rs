@@ -135,7 +135,6 @@ fn check_host(host: &str, port: u16, ca_pem: Option<Vec<u8>>) -> CertReport {
     check_cert(host, port, &opts).expect("a report")
 }
 
-
 /// Only `rules` are not Pass, each at `want`.
 #[track_caller]
 fn only(r: &CertReport, rules: &[(&str, Level)]) {
@@ -210,7 +209,8 @@ fn expired_and_not_yet_valid_are_validity_failures() {
 #[test]
 fn wrong_host_is_a_hostname_failure() {
     let (ca, ca_key) = ca();
-    let (leaf, key) = cert(&Spec { cn: "localhost", sans: &["pay.example.com"], ..Spec::default() }, Some((&ca, &ca_key)));
+    let (leaf, key) =
+        cert(&Spec { cn: "localhost", sans: &["pay.example.com"], ..Spec::default() }, Some((&ca, &ca_key)));
     let r = check(serve(&leaf, &key, &[], MODERN), Some(ca.to_pem().unwrap()));
     only(&r, &[("hostname", Level::Fail)]);
     assert!(r.finding("hostname").unwrap().detail.contains("pay.example.com"));
@@ -271,8 +271,10 @@ fn wosign_issuer_is_distrusted() {
 #[test]
 fn intermediate_chain_is_followed() {
     let (root, root_key) = ca();
-    let (mid, mid_key) =
-        cert(&Spec { cn: "minipay test intermediate", ca: true, sans: &[], ..Spec::default() }, Some((&root, &root_key)));
+    let (mid, mid_key) = cert(
+        &Spec { cn: "minipay test intermediate", ca: true, sans: &[], ..Spec::default() },
+        Some((&root, &root_key)),
+    );
     let (leaf, key) = cert(&Spec::default(), Some((&mid, &mid_key)));
     let port = serve(&leaf, &key, &[&mid], MODERN);
     only(&check(port, Some(root.to_pem().unwrap())), &[]);

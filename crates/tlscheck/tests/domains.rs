@@ -29,7 +29,10 @@ fn scheme_is_https_or_wss_per_list() {
 fn no_ip_address_no_localhost_no_port() {
     assert_eq!(rules(r#"{"request": ["https://10.0.0.1"]}"#), vec![("request".into(), Some(0), "ip-address")]);
     assert_eq!(rules(r#"{"request": ["https://[::1]"]}"#), vec![("request".into(), Some(0), "ip-address")]);
-    assert_eq!(rules(r#"{"downloadFile": ["https://localhost"]}"#), vec![("downloadFile".into(), Some(0), "localhost")]);
+    assert_eq!(
+        rules(r#"{"downloadFile": ["https://localhost"]}"#),
+        vec![("downloadFile".into(), Some(0), "localhost")]
+    );
     assert_eq!(rules(r#"{"request": ["https://api.example.com:8443"]}"#), vec![("request".into(), Some(0), "port")]);
     // Even the scheme's own port is refused.
     assert_eq!(rules(r#"{"socket": ["wss://ws.example.com:443"]}"#), vec![("socket".into(), Some(0), "port")]);
@@ -62,7 +65,10 @@ fn at_most_twenty_per_list() {
 
 #[test]
 fn hostname_path_and_duplicates() {
-    assert_eq!(rules(r#"{"request": ["https://bad_name.example.com"]}"#), vec![("request".into(), Some(0), "hostname")]);
+    assert_eq!(
+        rules(r#"{"request": ["https://bad_name.example.com"]}"#),
+        vec![("request".into(), Some(0), "hostname")]
+    );
     assert_eq!(rules(r#"{"request": ["https://example"]}"#), vec![("request".into(), Some(0), "hostname")]);
     assert_eq!(rules(r#"{"request": ["https://-a.example.com"]}"#), vec![("request".into(), Some(0), "hostname")]);
     assert_eq!(rules(r#"{"request": ["https://api.example.com/v1"]}"#), vec![("request".into(), Some(0), "path")]);

@@ -131,7 +131,10 @@ impl PushCipher {
         }
         let mut plain = self.crypt(Mode::Decrypt, &data)?;
         let pad = *plain.last().ok_or(PushError::Cipher("empty"))? as usize;
-        if pad == 0 || pad > PAD_BLOCK || pad > plain.len() || plain[plain.len() - pad..].iter().any(|&b| b as usize != pad)
+        if pad == 0
+            || pad > PAD_BLOCK
+            || pad > plain.len()
+            || plain[plain.len() - pad..].iter().any(|&b| b as usize != pad)
         {
             return Err(PushError::Cipher("padding"));
         }
@@ -271,7 +274,8 @@ impl fmt::Debug for PushReader {
 impl PushReader {
     /// The URL check of a GET: `Some(echostr)` when the signature matches.
     pub fn verify_url<'a>(&self, q: &'a PushQuery) -> Option<&'a str> {
-        let (ts, nonce, sig, echo) = (q.timestamp.as_deref()?, q.nonce.as_deref()?, q.signature.as_deref()?, q.echostr.as_deref()?);
+        let (ts, nonce, sig, echo) =
+            (q.timestamp.as_deref()?, q.nonce.as_deref()?, q.signature.as_deref()?, q.echostr.as_deref()?);
         signature_matches(&url_signature(&self.token, ts, nonce), sig).then_some(echo)
     }
 

@@ -76,10 +76,7 @@ async fn wechat_body(state: &AppState, appid: &str, req: &SendMessage) -> Result
         "link" => req.link.as_ref(),
         "miniprogrampage" => req.miniprogrampage.as_ref(),
         _ => {
-            return Err(ApiError::invalid(
-                "invalid_message",
-                "msgtype must be text, image, link or miniprogrampage",
-            ));
+            return Err(ApiError::invalid("invalid_message", "msgtype must be text, image, link or miniprogrampage"));
         }
     }
     .ok_or_else(|| ApiError::invalid("invalid_message", format!("the {t} object is required")))?;
@@ -191,10 +188,8 @@ pub async fn send(
         tracing::info!(openid = %masked(openid.as_str()), ?errcode, "customer-service message refused");
         let mut err = platform_error(e);
         if let Some(at) = window.last_user_message_at {
-            err.message.push_str(&format!(
-                " (our records: the user last wrote at {at}, {} sent since)",
-                window.sent_since
-            ));
+            err.message
+                .push_str(&format!(" (our records: the user last wrote at {at}, {} sent since)", window.sent_since));
         }
         return Err(err);
     }

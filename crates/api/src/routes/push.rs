@@ -32,11 +32,7 @@ use crate::platform::masked;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/wechat/push/{appid}")
-            .route(web::get().to(verify_url))
-            .route(web::post().to(receive)),
-    );
+    cfg.service(web::resource("/wechat/push/{appid}").route(web::get().to(verify_url)).route(web::post().to(receive)));
 }
 
 #[derive(OpenApi)]
@@ -118,8 +114,10 @@ pub async fn receive(
         }
         Err(_) => {
             // The task keeps running; WeChat must have its answer within 5 s.
-            tracing::warn!(budget_ms = state.platform.push_reply_budget.as_millis() as u64,
-                "storing the push is slow; answered success, the store continues");
+            tracing::warn!(
+                budget_ms = state.platform.push_reply_budget.as_millis() as u64,
+                "storing the push is slow; answered success, the store continues"
+            );
         }
     }
     if app.transfer_to_customer_service && msg.event.is_none() {
@@ -140,7 +138,12 @@ pub async fn receive(
 
 /// Stores one message, retrying briefly on a connection failure (the caller may already
 /// have answered WeChat).
-async fn store(pool: sqlx::PgPool, appid: String, msg: PushMessage, safe: bool) -> Result<(), minipay_store::StoreError> {
+async fn store(
+    pool: sqlx::PgPool,
+    appid: String,
+    msg: PushMessage,
+    safe: bool,
+) -> Result<(), minipay_store::StoreError> {
     let key = msg.dedupe_key();
     let body = Value::Object(msg.fields.clone());
     let wechat_time: Option<DateTime<Utc>> = DateTime::from_timestamp(msg.create_time, 0);

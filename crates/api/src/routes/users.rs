@@ -203,17 +203,23 @@ pub async fn phone_number(
         .await;
     let (status, errcode) = match &answer {
         Ok(_) => ("success", None),
-        Err(PlatformError::Weixin(WeixinError::Api { kind: ApiErrorKind::Busy, errcode, .. })) => ("unknown", Some(*errcode)),
-        Err(PlatformError::Weixin(e @ WeixinError::Api { errcode, .. })) if !e.is_token_error() => ("failed", Some(*errcode)),
+        Err(PlatformError::Weixin(WeixinError::Api { kind: ApiErrorKind::Busy, errcode, .. })) => {
+            ("unknown", Some(*errcode))
+        }
+        Err(PlatformError::Weixin(e @ WeixinError::Api { errcode, .. })) if !e.is_token_error() => {
+            ("failed", Some(*errcode))
+        }
         Err(_) => ("unknown", None),
     };
     users::finish_phone_code(&state.pool, id, status, errcode).await?;
     state.metrics.upstream.with_label_values(&["wxa/business/getuserphonenumber", status]).inc();
     let info = answer.map_err(|e| match e {
-        PlatformError::Weixin(WeixinError::Api { kind: ApiErrorKind::InvalidCode, errcode, errmsg }) => ApiError::invalid(
-            "invalid_phone_code",
-            format!("WeChat {errcode} ({errmsg}): the code is invalid, expired or already used"),
-        ),
+        PlatformError::Weixin(WeixinError::Api { kind: ApiErrorKind::InvalidCode, errcode, errmsg }) => {
+            ApiError::invalid(
+                "invalid_phone_code",
+                format!("WeChat {errcode} ({errmsg}): the code is invalid, expired or already used"),
+            )
+        }
         other => platform_error(other),
     })?;
     let mut cached = false;

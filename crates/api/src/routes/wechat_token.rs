@@ -56,7 +56,9 @@ pub async fn access_token(
     tracing::Span::current().record("appid", app.appid.as_str());
     let t = state.platform.tokens.get(&app.appid).await.map_err(platform_error)?;
     use secrecy::ExposeSecret;
-    Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(AccessToken { appid: app.appid.clone(), access_token: t.token.expose_secret().to_owned(), expires_at: t.expires_at }))
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(AccessToken {
+        appid: app.appid.clone(),
+        access_token: t.token.expose_secret().to_owned(),
+        expires_at: t.expires_at,
+    }))
 }
