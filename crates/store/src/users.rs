@@ -123,17 +123,18 @@ pub struct Phone {
     pub fetched_at: chrono::DateTime<chrono::Utc>,
 }
 
+type PhoneRow = (Option<String>, Option<String>, Option<String>, Option<chrono::DateTime<chrono::Utc>>);
+
 /// The cached phone number of a user.
 pub async fn phone(pool: &PgPool, appid: &str, openid: &str) -> Result<Option<Phone>, StoreError> {
-    let row: Option<(Option<String>, Option<String>, Option<String>, Option<chrono::DateTime<chrono::Utc>>)> =
-        sqlx::query_as(
-            "SELECT phone_number, phone_pure_number, phone_country_code, phone_at FROM users
+    let row: Option<PhoneRow> = sqlx::query_as(
+        "SELECT phone_number, phone_pure_number, phone_country_code, phone_at FROM users
               WHERE appid = $1 AND openid = $2",
-        )
-        .bind(appid)
-        .bind(openid)
-        .fetch_optional(pool)
-        .await?;
+    )
+    .bind(appid)
+    .bind(openid)
+    .fetch_optional(pool)
+    .await?;
     Ok(match row {
         Some((Some(phone_number), Some(pure_phone_number), Some(country_code), Some(fetched_at))) => {
             Some(Phone { phone_number, pure_phone_number, country_code, fetched_at })
