@@ -472,3 +472,43 @@ async fn unionid_links_a_user_across_apps_and_session_keys_stay_sealed() {
     assert!(!s2.body.to_string().contains("session_key"));
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn messages_can_be_handed_to_the_web_customer_service_tool() {
+    let opts = options();
+    let configure = opts.configure;
+    let app = TestApp::spawn_with(Options {
+        configure: Box::new(move |c| {
+            configure(c);
+            c.platform.push[0].transfer_to_customer_service = true;
+        }),
+        ..Options::default()
+    })
+    .await;
+    // Safe mode, JSON: the passive reply is encrypted and signed like a push.
+    configure_push(&app, "json", "safe").await;
+    let v = user_writes(&app, json!({"user": "henry", "content": "转人工"})).await;
+    let reply: Value = serde_json::from_str(v["attempts"][0]["reply"].as_str().unwrap()).unwrap();
+    let token = SecretString::from(PUSH_TOKEN.to_owned());
+    let (enc, ts, nonce) =
+        (reply["Encrypt"].as_str().unwrap(), reply["TimeStamp"].as_str().unwrap(), reply["Nonce"].as_str().unwrap());
+    assert_eq!(reply["MsgSignature"], wxpay::push::msg_signature(&token, ts, nonce, enc));
+    let cipher = wxpay::push::PushCipher::new(&SecretString::from(AES_KEY.to_owned()), DEMO_APPID).unwrap();
+    let inner: Value = serde_json::from_slice(&cipher.decrypt(enc).unwrap()).unwrap();
+    assert_eq!(inner["MsgType"], "transfer_customer_service");
+    assert_eq!(inner["ToUserName"], v["openid"]);
+    // Plain XML: the reply is the XML document itself; events are answered `success`.
+    configure_push(&app, "xml", "plain").await;
+    let v = user_writes(&app, json!({"user": "henry", "content": "还是转人工"})).await;
+    assert!(
+        v["attempts"][0]["reply"]
+            .as_str()
+            .unwrap()
+            .contains("<MsgType><![CDATA[transfer_customer_service]]></MsgType>"),
+        "{v}"
+    );
+    let v = user_writes(&app, json!({"user": "henry", "msgtype": "event"})).await;
+    assert_eq!(v["attempts"][0]["reply"], "success");
+    assert_eq!(received_count(&app).await, 3);
+    app.shutdown().await;
+}

@@ -200,3 +200,54 @@ impl PlatformConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::Config;
+
+    const FILE: &str = r#"
+        [platform]
+        token_refresh_ahead_secs = 240
+        session_key_encryption_key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="
+        [[platform.push]]
+        appid = "wxd930ea5d5a258f4f"
+        token = "push-token"
+        encoding_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+        transfer_to_customer_service = true
+    "#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, crate::ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_toml_with_env(text, env, Path::new("."))
+    }
+
+    #[test]
+    fn defaults_and_a_full_section() {
+        let c = load("", &[]).unwrap();
+        assert_eq!((c.platform.token_refresh_ahead_secs, c.platform.push_reply_budget_ms), (300, 3000));
+        assert!(c.platform.session_key_encryption_key.is_none() && c.platform.push.is_empty());
+        let c = load(FILE, &[]).unwrap();
+        assert_eq!(c.platform.token_refresh_ahead_secs, 240);
+        assert_eq!(c.platform.session_key_encryption_key.as_ref().unwrap().0, [7u8; 32]);
+        let p = c.platform.push_for("wxd930ea5d5a258f4f").unwrap();
+        assert!(p.transfer_to_customer_service && p.encoding_aes_key.is_some());
+        // Debug never shows a secret.
+        let dbg = format!("{:?}", c.platform);
+        assert!(!dbg.contains("push-token") && !dbg.contains("abcdefgh") && !dbg.contains("BwcH"), "{dbg}");
+    }
+
+    #[test]
+    fn secrets_from_the_environment_and_bad_values() {
+        let c = load(FILE, &[("MINIPAY_PUSH_WXD930EA5D5A258F4F_TOKEN", "from-env")]).unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(c.platform.push[0].token.expose_secret(), "from-env");
+        let short = FILE.replace("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", "short");
+        assert!(load(&short, &[]).is_err());
+        let bad_key = FILE.replace("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=", "AAAA");
+        assert!(load(&bad_key, &[]).is_err());
+        let no_token = FILE.replace("token = \"push-token\"", "");
+        assert!(load(&no_token, &[]).is_err());
+    }
+}
