@@ -61,6 +61,8 @@ pub struct Keys {
     pub admin: String,
     /// A second client, for "not your order" checks.
     pub other_client: String,
+    /// Our own services reading the shared access token (issue 18).
+    pub internal: String,
 }
 
 impl Keys {
@@ -71,6 +73,7 @@ impl Keys {
             Role::Approver => &self.approver,
             Role::Viewer => &self.viewer,
             Role::Admin => &self.admin,
+            Role::Internal => &self.internal,
         }
     }
 }
@@ -248,10 +251,12 @@ impl TestApp {
             (Role::Viewer, "viewer"),
             (Role::Admin, "admin"),
             (Role::Client, "other shop"),
+            (Role::Internal, "internal"),
         ] {
             keys.push(clients::create(&mut conn, name, role, None).await.expect("key").key);
         }
-        let [finance, approver, viewer, admin, other_client]: [String; 5] = keys.try_into().expect("five keys");
+        let [finance, approver, viewer, admin, other_client, internal]: [String; 6] =
+            keys.try_into().expect("six keys");
         drop(conn);
         TestApp {
             notify_url: config.notify.public_url.clone(),
@@ -260,7 +265,7 @@ impl TestApp {
             config,
             api_url,
             http: reqwest::Client::new(),
-            keys: Keys { client: client.key, finance, approver, viewer, admin, other_client },
+            keys: Keys { client: client.key, finance, approver, viewer, admin, other_client, internal },
             protocol: opts.protocol,
             client_id: client.client.id,
             webhook_url,
@@ -744,4 +749,47 @@ fn start_receiver(store: Arc<Mutex<Vec<ReceivedWebhook>>>, status: Arc<Mutex<u16
     let handle = server.handle();
     tokio::spawn(server);
     (format!("http://127.0.0.1:{port}/hooks"), handle)
+}
+
+// ----- platform endpoints (issue 18) ---------------------------------------------------------
+
+impl TestApp {
+    /// POST to a sandbox control path; returns (status, JSON).
+    pub async fn sandbox_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}{path}", self.sandbox.http_url())).json(body).send().await.expect("sandbox");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn sandbox_get(&self, path: &str) -> Value {
+        let r = self.http.get(format!("{}{path}", self.sandbox.http_url())).send().await.expect("sandbox");
+        r.json().await.expect("sandbox JSON")
+    }
+
+    /// `GET /v1/wechat/access-token` with `key`.
+    pub async fn access_token_as(&self, key: &str, appid: &str) -> ApiResponse {
+        self.get_as(Some(key), &format!("/v1/wechat/access-token?appid={appid}")).await
+    }
+
+    /// `GET /v1/users?…` as the client role.
+    pub async fn find_users(&self, query: &str) -> ApiResponse {
+        self.get(&format!("/v1/users?{query}")).await
+    }
+
+    pub async fn phone_number(&self, body: &Value) -> ApiResponse {
+        self.post("/v1/users/phone-number", body).await
+    }
+
+    pub async fn send_cs_message(&self, body: &Value) -> ApiResponse {
+        self.post("/v1/cs/messages", body).await
+    }
+
+    pub async fn cs_messages(&self, openid: &str) -> ApiResponse {
+        self.get(&format!("/v1/cs/messages?openid={openid}")).await
+    }
+
+    /// The api's push URL for an app.
+    pub fn push_url(&self, appid: &str) -> String {
+        format!("{}/wechat/push/{appid}", self.api_url)
+    }
 }

@@ -12,6 +12,7 @@
 //! - [`telemetry`]: request id on every log line, access log, request metrics.
 //! - [`metrics`], [`state`]: Prometheus metrics and the shared [`state::AppState`].
 //! - [`routes`]: one module per resource family.
+//! - [`platform`]: the shared access token, sealed session keys, push readers (issue 18).
 //!
 //! ## Adding a route module (payouts, red packets, reconciliations, …)
 //! 1. Write `src/routes/<name>.rs` with `pub fn configure(cfg: &mut web::ServiceConfig)`
@@ -33,6 +34,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod metrics;
 pub mod payments;
+pub mod platform;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
@@ -77,6 +79,10 @@ pub const ROUTE_MODULES: &[RouteModule] = &[
     RouteModule::new("redpacks", routes::redpacks::configure, routes::redpacks::openapi),
     RouteModule::new("reconciliations", routes::reconciliations::configure, routes::reconciliations::openapi),
     RouteModule::new("anomalies", routes::anomalies::configure, routes::anomalies::openapi),
+    RouteModule::new("wechat_token", routes::wechat_token::configure, routes::wechat_token::openapi),
+    RouteModule::new("users", routes::users::configure, routes::users::openapi),
+    RouteModule::new("cs", routes::cs::configure, routes::cs::openapi),
+    RouteModule::new("push", routes::push::configure, routes::push::openapi),
 ];
 
 /// The OpenAPI document of every module (served at `/openapi.json`).

@@ -65,7 +65,7 @@ pub fn run(args: &KeysArgs) -> ExitCode {
 
 fn create(c: &CreateKey) -> ExitCode {
     let Some(role) = Role::parse(&c.role) else {
-        eprintln!("error: unknown role {:?} (client, finance, approver, viewer, admin)", c.role);
+        eprintln!("error: unknown role {:?} (client, finance, approver, viewer, admin, internal)", c.role);
         return ExitCode::from(2);
     };
     if c.name.trim().is_empty() {

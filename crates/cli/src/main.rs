@@ -3,6 +3,7 @@
 
 mod bench_cmd;
 mod bench_orders;
+mod check_cmd;
 mod dev_cmd;
 mod keys_cmd;
 mod payouts_cmd;
@@ -57,6 +58,12 @@ enum Command {
     Keys(keys_cmd::KeysArgs),
     /// Everything local with no configuration: throwaway Postgres, sandbox, api, notify, worker.
     Dev(dev_cmd::DevArgs),
+    /// HTTPS certificate rules of a mini-program server domain: `check-cert HOST[:PORT]
+    /// [--ca FILE] [--json]`. Exit 0 only when every rule passes.
+    CheckCert(check_cmd::CheckCertArgs),
+    /// Server-domain lists (request, socket, uploadFile, downloadFile) against WeChat's
+    /// rules: `check-domains FILE|- [--check-cert]`. One line per violation.
+    CheckDomains(check_cmd::CheckDomainsArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,5 +81,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => serve_cmd::run_migrate(&args),
         Command::Keys(args) => keys_cmd::run(&args),
         Command::Dev(args) => dev_cmd::run(&args),
+        Command::CheckCert(args) => check_cmd::run_check_cert(&args),
+        Command::CheckDomains(args) => check_cmd::run_check_domains(&args),
     }
 }

@@ -65,6 +65,8 @@
 //! on [`RawConfig`] and [`Config`], copy it across in [`Config::resolve`], and add its name
 //! to [`SECTIONS`] so env overrides reach it.
 
+pub mod platform;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -122,6 +124,8 @@ pub struct RawConfig {
     pub payouts: PayoutsConfig,
     pub merchants: Vec<RawMerchant>,
     pub apps: Vec<RawApp>,
+    /// Issue 18: access token, session keys, customer-service pushes.
+    pub platform: platform::RawPlatform,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -551,6 +555,8 @@ pub struct Config {
     pub payouts: PayoutsConfig,
     pub merchants: Vec<MerchantConfig>,
     pub apps: Vec<AppConfig>,
+    /// Issue 18: access token, session keys, customer-service pushes.
+    pub platform: platform::PlatformConfig,
 }
 
 /// Where the sandbox is and how to trust it: what [`Config::demo`] needs.
@@ -685,6 +691,7 @@ impl Config {
             payouts: raw.payouts,
             merchants,
             apps,
+            platform: platform::PlatformConfig::resolve(raw.platform, &path, &lookup)?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -726,6 +733,7 @@ impl Config {
                 secret: SecretString::from(DEMO_APP_SECRET.to_owned()),
                 default: true,
             }],
+            platform: platform::PlatformConfig::default(),
         }
     }
 

@@ -230,11 +230,14 @@ pub struct UserConfig {
     pub id: String,
     /// The verified real name FORCE_CHECK payouts compare against; `None` = not verified.
     pub real_name: Option<String>,
+    /// The phone number bound to the user's WeChat (getuserphonenumber); `None` = one derived
+    /// from the id (`139` + 8 digits).
+    pub phone: Option<String>,
 }
 
 impl Default for UserConfig {
     fn default() -> UserConfig {
-        UserConfig { id: DEMO_USER.into(), real_name: Some("张三".into()) }
+        UserConfig { id: DEMO_USER.into(), real_name: Some("张三".into()), phone: Some("13800138000".into()) }
     }
 }
 

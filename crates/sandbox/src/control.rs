@@ -188,6 +188,7 @@ pub fn mint_code(shared: &Shared, user: &str, appid: &str) -> Option<String> {
     let now = st.clock.now();
     let login = LoginCode { user: user.to_owned(), appid: appid.to_owned(), created_at: now, used: false };
     st.codes.insert(code.clone(), login);
+    st.known_openids.insert(openid_for(user, appid), (user.to_owned(), appid.to_owned()));
     Some(code)
 }
 

@@ -90,6 +90,7 @@ mod control;
 mod mkt;
 mod notify;
 mod pay;
+pub mod platform;
 mod server;
 pub mod v3;
 mod weixin;

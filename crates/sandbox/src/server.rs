@@ -89,6 +89,9 @@ impl Sandbox {
                 .app_data(data.clone())
                 .app_data(web::PayloadConfig::new(wxpay::xml::DEFAULT_LIMIT))
                 .app_data(web::JsonConfig::default().limit(64 * 1024))
+                // Before control: its `/sandbox` scope would swallow the platform's
+                // `/sandbox/…` control paths.
+                .configure(crate::platform::routes)
                 .configure(crate::control::routes)
                 .configure(crate::v3::routes)
                 .configure(crate::weixin::routes)

@@ -327,6 +327,22 @@ pub struct State {
     pub transfer_rate: HashMap<String, (i64, u32)>,
     /// v3 bill files behind their `download_url` tokens.
     pub bill_files: HashMap<String, BillFile>,
+    /// Issue 18: the stable access token per app (`cgi-bin/stable_token`).
+    pub stable: HashMap<String, crate::platform::StableSlot>,
+    /// Every stable_token call, for tests counting upstream calls.
+    pub stable_calls: Vec<crate::platform::StableCall>,
+    /// getPhoneNumber codes minted through `/sandbox/phonecode`.
+    pub phone_codes: HashMap<String, crate::platform::PhoneCode>,
+    /// Temporary media (`cgi-bin/media/upload`) by media_id.
+    pub media: HashMap<String, crate::platform::Media>,
+    /// openid → (user, appid) for users met through codes and pushes.
+    pub known_openids: HashMap<String, (String, String)>,
+    /// The customer-service window per (appid, openid).
+    pub cs_windows: HashMap<(String, String), crate::platform::CsWindow>,
+    /// 消息推送 settings per app, as saved in the console (`/sandbox/cs/push-config`).
+    pub push_settings: HashMap<String, crate::platform::PushSettings>,
+    /// Every push made, with its delivery attempts.
+    pub pushes: Vec<crate::platform::PushRecord>,
     seq: u64,
 }
 

@@ -1,5 +1,6 @@
 //! The WeChat (not Pay) API a mini-program backend uses: `GET /sns/jscode2session`,
-//! `GET /cgi-bin/token`, `POST /cgi-bin/message/custom/send`. JSON answers with WeChat's
+//! `GET /cgi-bin/token`, `POST /cgi-bin/message/custom/send` (its customer-service rules
+//! and the other platform APIs live in `platform`). JSON answers with WeChat's
 //! `errcode` / `errmsg`. Faults on these paths: `error` answers `{"errcode": -1, "errmsg":
 //! "system error"}` (the err_code is ignored), `http500`, `delay`, `drop`.
 
@@ -17,7 +18,14 @@ use crate::state::{Message, Token, nonce};
 use crate::wire::Reply;
 use crate::{Shared, openid_for, unionid_for};
 
-pub const PATHS: [&str; 3] = ["/sns/jscode2session", "/cgi-bin/token", "/cgi-bin/message/custom/send"];
+pub const PATHS: [&str; 6] = [
+    "/sns/jscode2session",
+    "/cgi-bin/token",
+    "/cgi-bin/message/custom/send",
+    "/cgi-bin/stable_token",
+    "/wxa/business/getuserphonenumber",
+    "/cgi-bin/media/upload",
+];
 
 /// Login codes last five minutes (WeChat's documented lifetime).
 const CODE_LIFETIME_SECS: i64 = 300;
@@ -30,12 +38,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/cgi-bin/message/custom/send", web::post().to(custom_send));
 }
 
-fn errcode(code: i64, msg: &str) -> HttpResponse {
+pub(crate) fn errcode(code: i64, msg: &str) -> HttpResponse {
     HttpResponse::Ok().json(json!({"errcode": code, "errmsg": msg}))
 }
 
 /// Applies a fault for a WeChat API path; `Some` is the answer to give instead.
-async fn fault(shared: &Shared, path: &str) -> Option<HttpResponse> {
+pub(crate) async fn fault(shared: &Shared, path: &str) -> Option<HttpResponse> {
     let f = shared.lock().faults.take(path)?;
     match f {
         FaultKind::Http500 => Some(Reply::Http500.into_http()),
@@ -158,29 +166,20 @@ async fn custom_send(
     if let Some(r) = fault(&shared, "/cgi-bin/message/custom/send").await {
         return r;
     }
-    let Some(token) = &q.access_token else {
-        return errcode(41001, "access_token missing");
-    };
     let mut st = shared.lock();
     let now = st.clock.now();
-    let appid = match st.tokens.get(token.as_str()) {
-        None => return errcode(40001, "invalid credential, access_token is invalid or not latest"),
-        Some(t) if t.invalidated => {
-            return errcode(40001, "invalid credential, access_token is invalid or not latest");
-        }
-        Some(t) if t.expires_at <= now => return errcode(42001, "access_token expired"),
-        Some(t) => t.appid.clone(),
+    let appid = match crate::platform::token_app(&st, q.access_token.as_deref()) {
+        Ok(a) => a,
+        Err(r) => return r,
     };
     let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
         return errcode(47001, "data format error");
     };
     let touser = msg.get("touser").and_then(Value::as_str).unwrap_or("").to_owned();
     let msgtype = msg.get("msgtype").and_then(Value::as_str).unwrap_or("").to_owned();
-    if touser.is_empty() {
-        return errcode(40003, "invalid openid");
-    }
-    if msgtype.is_empty() || msg.get(&msgtype).is_none() {
-        return errcode(40008, "invalid message type");
+    // Known openid, message shape, media, and the 48-hour / 5-message window.
+    if let Err(r) = crate::platform::check_custom(&mut st, &shared, &appid, &msg) {
+        return r;
     }
     st.messages.push(Message { appid, at: now, touser, msgtype, body: msg });
     errcode(0, "ok")

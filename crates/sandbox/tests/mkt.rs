@@ -19,7 +19,7 @@ fn cfg() -> SandboxConfig {
     };
     SandboxConfig {
         merchants: vec![MerchantConfig { limits, ..MerchantConfig::default() }],
-        users: vec![UserConfig::default(), UserConfig { id: "anon".into(), real_name: None }],
+        users: vec![UserConfig::default(), UserConfig { id: "anon".into(), real_name: None, phone: None }],
         ..fast_config()
     }
 }

@@ -26,10 +26,13 @@ pub enum Role {
     /// Read-only.
     Viewer,
     Admin,
+    /// Our own services that call WeChat themselves: may read the shared access token
+    /// (issue 18), nothing else.
+    Internal,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [Role::Client, Role::Finance, Role::Approver, Role::Viewer, Role::Admin];
+    pub const ALL: [Role; 6] = [Role::Client, Role::Finance, Role::Approver, Role::Viewer, Role::Admin, Role::Internal];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -38,6 +41,7 @@ impl Role {
             Role::Approver => "approver",
             Role::Viewer => "viewer",
             Role::Admin => "admin",
+            Role::Internal => "internal",
         }
     }
 

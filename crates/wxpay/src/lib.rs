@@ -20,7 +20,8 @@
 //! - [`api`]: typed requests and responses for every endpoint; [`client`]: the HTTP client
 //!   (one async method per endpoint, merchant certificate, response verification).
 //! - [`jsapi`]: `wx.requestPayment` / `wx.sendBizRedPacket` parameters; [`refund_notify`]:
-//!   `req_info` decryption; [`weixin`]: the `api.weixin.qq.com` client and token cache.
+//!   `req_info` decryption; [`weixin`]: the `api.weixin.qq.com` client and token cache;
+//!   [`push`]: 消息推送 (customer-service messages pushed to us), plaintext and safe mode.
 //!
 //! ### APIv3, under [`v3`]
 //!
@@ -38,6 +39,7 @@ pub mod jsapi;
 pub mod merchant;
 pub mod money;
 pub mod outcome;
+pub mod push;
 pub mod refund_notify;
 pub mod secret;
 pub mod sign;

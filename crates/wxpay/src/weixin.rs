@@ -32,6 +32,16 @@ pub enum ApiErrorKind {
     InvalidToken,
     /// 42001: the access token expired.
     TokenExpired,
+    /// 40003: the openid is not a user of this app.
+    InvalidOpenId,
+    /// 45015: the user has not written within 48 hours (customer-service window closed).
+    WindowClosed,
+    /// 45047: five messages already sent since the user's last message.
+    WindowLimit,
+    /// 45009: the API's daily quota is used up (e.g. 20 forced token refreshes a day).
+    DailyQuota,
+    /// 40007: unknown or expired media_id.
+    InvalidMediaId,
     Other,
 }
 
@@ -44,6 +54,11 @@ impl ApiErrorKind {
             -1 => ApiErrorKind::Busy,
             40001 => ApiErrorKind::InvalidToken,
             42001 => ApiErrorKind::TokenExpired,
+            40003 => ApiErrorKind::InvalidOpenId,
+            45015 => ApiErrorKind::WindowClosed,
+            45047 => ApiErrorKind::WindowLimit,
+            45009 => ApiErrorKind::DailyQuota,
+            40007 => ApiErrorKind::InvalidMediaId,
             _ => ApiErrorKind::Other,
         }
     }
@@ -80,6 +95,27 @@ impl fmt::Debug for Session {
         // Openids are personal data: log at most a prefix.
         let prefix: String = self.openid.chars().take(6).collect();
         f.debug_struct("Session").field("openid", &format!("{prefix}…")).field("session_key", &"***").finish()
+    }
+}
+
+/// `phone_info` of getuserphonenumber.
+#[derive(Clone, Deserialize, serde::Serialize)]
+pub struct PhoneInfo {
+    /// With the country code for foreign numbers (`+1…`), bare for mainland ones.
+    #[serde(rename = "phoneNumber")]
+    pub phone_number: String,
+    #[serde(rename = "purePhoneNumber")]
+    pub pure_phone_number: String,
+    #[serde(rename = "countryCode")]
+    pub country_code: serde_json::Value,
+}
+
+impl fmt::Debug for PhoneInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Personal data: the last four digits at most.
+        let n = &self.pure_phone_number;
+        let tail: String = n.chars().skip(n.chars().count().saturating_sub(4)).collect();
+        f.debug_struct("PhoneInfo").field("phone", &format!("***{tail}")).finish()
     }
 }
 
@@ -215,6 +251,116 @@ impl WeixinClient {
         })
     }
 
+    /// `POST /cgi-bin/stable_token`: the stable access token. Normal mode (`force_refresh:
+    /// false`) returns the current token while it has more than 5 minutes left and a new one
+    /// in its last 5 minutes (both valid then); force mode invalidates the current token and
+    /// is limited to 20 calls a day, 30 s apart — never use it to recover from 40001.
+    pub async fn stable_token(
+        &self,
+        appid: &str,
+        secret: &SecretString,
+        force_refresh: bool,
+    ) -> Result<AccessToken, WeixinError> {
+        let body = serde_json::json!({
+            "grant_type": "client_credential",
+            "appid": appid,
+            "secret": secret.expose_secret(),
+            "force_refresh": force_refresh,
+        });
+        let resp = self.http.post(format!("{}/cgi-bin/stable_token", self.base_url)).json(&body).send().await;
+        let a = Self::read(resp).await?;
+        Ok(AccessToken {
+            token: a
+                .access_token
+                .map(SecretString::from)
+                .ok_or_else(|| WeixinError::Decode("no access_token".into()))?,
+            expires_in: Duration::from_secs(a.expires_in.unwrap_or(7200)),
+        })
+    }
+
+    /// A JSON answer as a value, after the errcode check.
+    async fn read_value(resp: Result<reqwest::Response, reqwest::Error>) -> Result<serde_json::Value, WeixinError> {
+        let resp = resp.map_err(transport)?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(WeixinError::Transport(format!("HTTP {status}")));
+        }
+        let bytes = resp.bytes().await.map_err(transport)?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| WeixinError::Decode(e.to_string()))?;
+        let errcode = v.get("errcode").and_then(serde_json::Value::as_i64).unwrap_or(0);
+        if errcode != 0 {
+            let errmsg = v.get("errmsg").and_then(serde_json::Value::as_str).unwrap_or("").to_owned();
+            return Err(WeixinError::Api { kind: ApiErrorKind::from_errcode(errcode), errcode, errmsg });
+        }
+        Ok(v)
+    }
+
+    /// `POST /wxa/business/getuserphonenumber`: the phone number behind a
+    /// `getPhoneNumber` button code (single use; WeChat charges per success).
+    pub async fn user_phone_number(&self, token: &SecretString, code: &str) -> Result<PhoneInfo, WeixinError> {
+        let resp = self
+            .http
+            .post(format!("{}/wxa/business/getuserphonenumber", self.base_url))
+            .query(&[("access_token", token.expose_secret())])
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+            .await;
+        let v = Self::read_value(resp).await?;
+        let info = v.get("phone_info").cloned().ok_or_else(|| WeixinError::Decode("no phone_info".into()))?;
+        serde_json::from_value(info).map_err(|e| WeixinError::Decode(e.to_string()))
+    }
+
+    /// `POST /cgi-bin/media/upload?type=image`: a temporary image (3 days) for an image
+    /// customer-service message; returns the media_id.
+    pub async fn upload_image(
+        &self,
+        token: &SecretString,
+        filename: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Result<String, WeixinError> {
+        // reqwest is built without its multipart feature; the form is one part, written here.
+        let boundary = format!("----minipay{:016x}", rand::random::<u64>());
+        let safe_name: String =
+            filename.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')).collect();
+        let mut body = Vec::with_capacity(bytes.len() + 256);
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"media\"; filename=\"{}\"\r\nContent-Type: {content_type}\r\n\r\n",
+                if safe_name.is_empty() { "image.jpg" } else { &safe_name }
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let resp = self
+            .http
+            .post(format!("{}/cgi-bin/media/upload", self.base_url))
+            .query(&[("access_token", token.expose_secret()), ("type", "image")])
+            .header(reqwest::header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+            .body(body)
+            .send()
+            .await;
+        let v = Self::read_value(resp).await?;
+        v.get("media_id")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| WeixinError::Decode("no media_id".into()))
+    }
+
+    /// `POST /cgi-bin/message/custom/send` with a whole message (`touser`, `msgtype` and
+    /// the type's object).
+    pub async fn send_custom(&self, token: &SecretString, message: &serde_json::Value) -> Result<(), WeixinError> {
+        let resp = self
+            .http
+            .post(format!("{}/cgi-bin/message/custom/send", self.base_url))
+            .query(&[("access_token", token.expose_secret())])
+            .json(message)
+            .send()
+            .await;
+        Self::read_value(resp).await.map(|_| ())
+    }
+
     /// Sends a customer-service text message.
     pub async fn send_custom_message(&self, token: &SecretString, openid: &str, text: &str) -> Result<(), WeixinError> {
         let body = serde_json::json!({ "touser": openid, "msgtype": "text", "text": { "content": text } });
@@ -308,4 +454,31 @@ impl TokenCache {
             other => other,
         }
     }
+}
+
+/// Decrypts `wx.getUserInfo`-style `encryptedData` with the user's session_key
+/// (AES-128-CBC, PKCS#7, key = base64-decoded session_key, IV from the mini-program) and
+/// checks its `watermark.appid`.
+pub fn decrypt_user_data(
+    session_key: &SecretString,
+    encrypted_data: &str,
+    iv: &str,
+    appid: &str,
+) -> Result<serde_json::Value, WeixinError> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bad = |what: &str| WeixinError::Decode(what.to_owned());
+    let key = b64.decode(session_key.expose_secret()).map_err(|_| bad("session_key is not base64"))?;
+    let iv = b64.decode(iv).map_err(|_| bad("iv is not base64"))?;
+    let data = b64.decode(encrypted_data).map_err(|_| bad("encryptedData is not base64"))?;
+    if key.len() != 16 || iv.len() != 16 {
+        return Err(bad("session_key and iv must be 16 bytes"));
+    }
+    let plain = openssl::symm::decrypt(openssl::symm::Cipher::aes_128_cbc(), &key, Some(&iv), &data)
+        .map_err(|_| bad("encryptedData does not decrypt with this session_key (stale session?)"))?;
+    let v: serde_json::Value = serde_json::from_slice(&plain).map_err(|_| bad("decrypted data is not JSON"))?;
+    if v.pointer("/watermark/appid").and_then(serde_json::Value::as_str) != Some(appid) {
+        return Err(bad("watermark appid does not match"));
+    }
+    Ok(v)
 }

@@ -1,6 +1,8 @@
 //! `POST /v1/sessions`: a mini-program login. The backend forwards the `wx.login` code; we
-//! exchange it at WeChat (`sns/jscode2session`) and record the user. The session_key is
-//! dropped here: it never leaves the server, and this service has no use for it.
+//! exchange it at WeChat (`sns/jscode2session`) and record the user with its unionid (when
+//! WeChat gives one). The session_key never leaves the server: with [platform]
+//! session_key_encryption_key set it is kept sealed (AES-256-GCM) for
+//! `POST /v1/users/decrypt`; without, it is dropped.
 
 use actix_web::{HttpResponse, web};
 use minipay_store::domain::{AppId, OpenId};
@@ -89,6 +91,13 @@ pub async fn create_session(
         .map_err(|_| ApiError::upstream_unavailable("WeChat answered an unusable openid"))?;
     let mut conn = state.pool.acquire().await?;
     minipay_store::users::upsert(&mut conn, &appid, &openid, session.unionid.as_deref()).await?;
+    if let Some(sealer) = &state.platform.sealer {
+        use secrecy::ExposeSecret;
+        let sealed = sealer
+            .seal(appid.as_str(), openid.as_str(), session.session_key.expose_secret().as_bytes())
+            .map_err(|e| ApiError::internal(&e))?;
+        minipay_store::users::set_session_key(&mut conn, appid.as_str(), openid.as_str(), &sealed).await?;
+    }
     tracing::info!(openid = %openid.masked(), "user logged in");
     Ok(HttpResponse::Ok().json(Session { appid: app.appid.clone(), openid: session.openid, unionid: session.unionid }))
 }
