@@ -76,6 +76,11 @@ pub const ROUTE_MODULES: &[RouteModule] = &[
     RouteModule::new("payouts", routes::payouts::configure, routes::payouts::openapi),
     RouteModule::new("redpacks", routes::redpacks::configure, routes::redpacks::openapi),
     RouteModule::new("reconciliations", routes::reconciliations::configure, routes::reconciliations::openapi),
+    RouteModule::new(
+        "reconciliation_requests",
+        routes::reconciliation_requests::configure,
+        routes::reconciliation_requests::openapi,
+    ),
     RouteModule::new("anomalies", routes::anomalies::configure, routes::anomalies::openapi),
 ];
 

@@ -13,23 +13,31 @@
 //!   return what they did, so tests drive them one step at a time without the scheduler.
 //! - Job modules (`reconcile`, `expiry`, `webhooks`, `payouts`) are declared below, one line each.
 //!
+//! Shutdown drains: [`Worker::shutdown`] stops new ticks, waits up to `[worker] drain_secs`
+//! for the invocations in flight (a payout claimed is sent and settled, not left to its
+//! lease), then hands back what this process still holds (reconciliation requests and runs)
+//! so another replica takes them over at once. [`ops`] serves `/healthz`, `/readyz` and
+//! `/metrics` for the worker process.
+//!
 //! Job functions never panic the scheduler: an error is logged with the job's name and
 //! counted in `minipay_worker_job_failures_total`, and the next tick tries again.
 
 // Job modules, one line each (their owners add them).
 pub mod expiry;
+pub mod ops;
 pub mod payouts;
+pub mod recon_requests;
 pub mod reconcile;
 pub mod refunds;
 pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use prometheus::{IntCounterVec, register_int_counter_vec};
+use prometheus::{IntCounterVec, IntGauge, register_int_counter_vec, register_int_gauge};
 use sqlx::PgPool;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
@@ -82,6 +90,26 @@ static JOB_RUNS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("register minipay_worker_job_runs_total")
 });
 
+static IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("minipay_worker_jobs_in_flight", "Job invocations running now")
+        .expect("register minipay_worker_jobs_in_flight")
+});
+
+/// Invocations running now, so shutdown can wait for them.
+#[derive(Debug, Default)]
+struct InFlight {
+    count: AtomicUsize,
+    stopping: AtomicBool,
+    idle: tokio::sync::Notify,
+}
+
+/// Default of [`Worker::with_drain`]: longer than a WeChat call (10 s timeout) so a payout
+/// being sent is settled, shorter than Kubernetes' default 30 s grace period.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(20);
+
+/// How often the queue of API-requested reconciliations is polled.
+pub const RECON_REQUEST_POLL: Duration = Duration::from_secs(2);
+
 struct Registered {
     name: &'static str,
     schedule: Schedule,
@@ -93,6 +121,10 @@ pub struct Worker {
     pool: PgPool,
     jobs: Vec<Registered>,
     scheduler: Option<JobScheduler>,
+    in_flight: Arc<InFlight>,
+    drain: Duration,
+    /// The `worker` name under which this process claims reconciliation requests and runs.
+    holder: Option<String>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -107,13 +139,20 @@ impl std::fmt::Debug for Worker {
 impl Worker {
     /// A worker with no jobs yet; job modules add theirs with [`Worker::add_job`].
     pub fn new(pool: PgPool) -> Worker {
-        Worker { pool, jobs: Vec::new(), scheduler: None }
+        Worker {
+            pool,
+            jobs: Vec::new(),
+            scheduler: None,
+            in_flight: Arc::default(),
+            drain: DEFAULT_DRAIN,
+            holder: None,
+        }
     }
 
     /// The worker for a configuration: every job whose section enables it is registered.
     /// Job owners add one registration each here.
     pub fn build(config: &minipay_config::Config, pool: PgPool) -> Result<Worker, WorkerError> {
-        let mut w = Worker::new(pool.clone());
+        let mut w = Worker::new(pool.clone()).with_drain(Duration::from_secs(config.worker.drain_secs));
         let config_err = |e: &dyn std::fmt::Display| WorkerError::Config(e.to_string());
         expiry::OrderExpiry::new(pool.clone(), config)
             .map_err(|e| config_err(&e))?
@@ -127,11 +166,31 @@ impl Worker {
         payouts::PayoutSender::from_config(config, pool.clone())
             .map_err(|e| config_err(&e))?
             .register(&mut w, Duration::from_millis(config.payouts.send_interval_ms));
+        let r = reconcile::Reconciler::from_config(config, pool).map_err(|e| WorkerError::Config(e.to_string()))?;
+        if !config.merchants.is_empty() {
+            w.holder = Some(r.id().to_owned());
+            recon_requests::register(&mut w, Arc::new(r.clone()), RECON_REQUEST_POLL);
+        }
         if config.reconcile.enabled {
-            let r = reconcile::Reconciler::from_config(config, pool).map_err(|e| WorkerError::Config(e.to_string()))?;
             reconcile::register(&mut w, r);
         }
         Ok(w)
+    }
+
+    /// How long [`Worker::shutdown`] waits for invocations in flight.
+    pub fn with_drain(mut self, drain: Duration) -> Worker {
+        self.drain = drain;
+        self
+    }
+
+    /// Whether the scheduler is ticking (readiness).
+    pub fn is_running(&self) -> bool {
+        self.scheduler.is_some()
+    }
+
+    /// Job invocations running now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.count.load(Ordering::Acquire)
     }
 
     /// The pool every job runs on.
@@ -159,7 +218,13 @@ impl Worker {
     /// Creates the scheduler, adds every job and starts ticking. Returns once started.
     pub async fn start(&mut self) -> Result<(), WorkerError> {
         let sched = JobScheduler::new().await?;
+        self.in_flight.stopping.store(false, Ordering::Release);
+        LazyLock::force(&IN_FLIGHT);
         for job in &self.jobs {
+            // Every job's series exists from the start, at zero.
+            JOB_RUNS.with_label_values(&[job.name]);
+            JOB_FAILURES.with_label_values(&[job.name]);
+            let in_flight = self.in_flight.clone();
             let ctx = JobContext { pool: self.pool.clone(), name: job.name };
             let run = job.run.clone();
             let busy = Arc::new(AtomicBool::new(false));
@@ -167,12 +232,22 @@ impl Worker {
                 let ctx = ctx.clone();
                 let run = run.clone();
                 let busy = busy.clone();
+                let in_flight = in_flight.clone();
                 Box::pin(async move {
+                    if in_flight.stopping.load(Ordering::Acquire) {
+                        return;
+                    }
                     if busy.swap(true, Ordering::AcqRel) {
                         tracing::debug!(job = ctx.name, "previous run still going; tick skipped");
                         return;
                     }
+                    in_flight.count.fetch_add(1, Ordering::AcqRel);
+                    IN_FLIGHT.inc();
                     run_once(&run, ctx).await;
+                    IN_FLIGHT.dec();
+                    if in_flight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        in_flight.idle.notify_waiters();
+                    }
                     busy.store(false, Ordering::Release);
                 })
             };
@@ -189,12 +264,39 @@ impl Worker {
         Ok(())
     }
 
-    /// Stops the scheduler. Invocations already running finish on their own task.
-    pub async fn shutdown(&mut self) -> Result<(), WorkerError> {
+    /// Drains: no new ticks, then waits up to the drain time for the invocations in flight,
+    /// then releases the reconciliation requests and runs this process still holds (a
+    /// payout still being sent keeps its lease: its outcome is unknown until queried).
+    /// Returns the number of invocations that did not finish in time.
+    pub async fn shutdown(&mut self) -> Result<usize, WorkerError> {
+        self.in_flight.stopping.store(true, Ordering::Release);
         if let Some(mut s) = self.scheduler.take() {
             s.shutdown().await?;
         }
-        Ok(())
+        let deadline = tokio::time::Instant::now() + self.drain;
+        loop {
+            let idle = self.in_flight.idle.notified();
+            let n = self.in_flight();
+            if n == 0 {
+                break;
+            }
+            tracing::info!(in_flight = n, "worker draining");
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                break;
+            }
+        }
+        let left = self.in_flight();
+        if left > 0 {
+            tracing::warn!(in_flight = left, drain = ?self.drain, "worker stopped with jobs still running");
+        }
+        if let Some(holder) = &self.holder {
+            match minipay_store::recon::release_requests(&self.pool, holder).await {
+                Ok((0, 0)) => {}
+                Ok((requests, runs)) => tracing::info!(requests, runs, "reconciliation work handed back"),
+                Err(e) => tracing::warn!(error = %e, "could not hand back reconciliation work (leases will expire)"),
+            }
+        }
+        Ok(left)
     }
 }
 
@@ -237,6 +339,8 @@ mod tests {
             std::path::Path::new("."),
         )
         .unwrap();
-        assert!(!Worker::build(&off, pool).unwrap().job_names().iter().any(|n| n.starts_with("reconcile")));
+        let off_names = Worker::build(&off, pool).unwrap().job_names();
+        assert!(!off_names.iter().any(|n| n.starts_with("reconcile") && *n != "reconcile:requests"), "{off_names:?}");
+        assert!(off_names.contains(&"reconcile:requests"), "API-requested runs are served even with the schedule off");
     }
 }

@@ -6,6 +6,7 @@ pub mod common;
 pub mod health;
 pub mod orders;
 pub mod payouts;
+pub mod reconciliation_requests;
 pub mod reconciliations;
 pub mod redpacks;
 pub mod refunds;
