@@ -185,7 +185,8 @@ pub fn run(args: &DevArgs) -> ExitCode {
 }
 
 async fn dev(args: &DevArgs) -> anyhow::Result<()> {
-    let dir_path = args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("minipay-dev-{}", std::process::id())));
+    let dir_path =
+        args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("minipay-dev-{}", std::process::id())));
     // Dropped last (declared first): the directory goes on every way out.
     let dir = DevDir::create(dir_path)?;
     // The cluster lives as long as this function: dropping it stops and removes it.

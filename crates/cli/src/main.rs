@@ -3,6 +3,8 @@
 
 mod bench_cmd;
 mod bench_orders;
+mod config_check;
+mod demo_cmd;
 mod dev_cmd;
 mod keys_cmd;
 mod payouts_cmd;
@@ -55,8 +57,13 @@ enum Command {
     Migrate(serve_cmd::MigrateArgs),
     /// API keys: `keys create --role ROLE --name NAME [--webhook-url URL]` prints the key once.
     Keys(keys_cmd::KeysArgs),
-    /// Everything local with no configuration: throwaway Postgres, sandbox, api, notify, worker.
+    /// Everything local with no configuration: throwaway Postgres, sandbox, api, notify,
+    /// worker; writes the configuration it runs to a directory it prints.
     Dev(dev_cmd::DevArgs),
+    /// Walk the whole story against a running `minipay dev` (`--env FILE`: its dev.env).
+    Demo(demo_cmd::DemoArgs),
+    /// `config check [--config FILE] [--database]`: every problem of a configuration, by field.
+    Config(config_check::ConfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,5 +81,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => serve_cmd::run_migrate(&args),
         Command::Keys(args) => keys_cmd::run(&args),
         Command::Dev(args) => dev_cmd::run(&args),
+        Command::Demo(args) => demo_cmd::run(&args),
+        Command::Config(args) => config_check::run(&args),
     }
 }

@@ -138,7 +138,9 @@ fn uid() -> String {
     // /proc/self/status: "Uid:\treal\teffective\t…"; good enough on Linux, "?" elsewhere.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2).unwrap_or("?").to_owned()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2).unwrap_or("?").to_owned())
+        })
         .unwrap_or_else(|| "?".into())
 }
 
@@ -371,7 +373,12 @@ mch_id = "1900000110"
         )
         .unwrap();
         let r = check_with_env(Some(&p), env());
-        assert_eq!(fields(&r, Severity::Error), vec!["merchants[1900000109].certificate".to_owned()], "{:?}", r.findings);
+        assert_eq!(
+            fields(&r, Severity::Error),
+            vec!["merchants[1900000109].certificate".to_owned()],
+            "{:?}",
+            r.findings
+        );
     }
 
     #[test]
