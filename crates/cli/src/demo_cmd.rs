@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 #[derive(Args)]
 pub struct DemoArgs {
     /// The `dev.env` that `minipay dev` wrote (default `$MINIPAY_DEV_ENV`, else the
-    /// MINIPAY_API_URL, MINIPAY_API_KEY, … variables themselves).
+    /// DEV_API_URL, DEV_CLIENT_KEY, … variables themselves).
     #[arg(long, value_name = "FILE")]
     env: Option<PathBuf>,
     /// How long to wait for each asynchronous outcome (notification, payout, …), seconds.
@@ -80,7 +80,7 @@ impl Demo {
 
     /// One api call with a role's key; the answer must be a success.
     async fn api(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.var("MINIPAY_API_URL")?);
+        let url = format!("{}{path}", self.var("DEV_API_URL")?);
         let mut req = self.http.request(method.clone(), &url).bearer_auth(self.var(key)?);
         if let Some(b) = &body {
             req = req.header("Idempotency-Key", uuid::Uuid::new_v4().to_string()).json(b);
@@ -108,7 +108,7 @@ impl Demo {
         fail: &[&str],
     ) -> anyhow::Result<Value> {
         let start = Instant::now();
-        let url = format!("{}{path}", self.var("MINIPAY_API_URL")?);
+        let url = format!("{}{path}", self.var("DEV_API_URL")?);
         loop {
             let v = answer(self.http.get(&url).bearer_auth(self.var(key)?).send().await?).await?;
             let s = v[field].as_str().unwrap_or_default().to_owned();
@@ -141,18 +141,18 @@ fn show(v: &Value, fields: &[&str]) -> String {
 async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let mut d = Demo { http, env: load_env(args)?, wait: Duration::from_secs(args.wait_secs), step: 0 };
-    println!("minipay demo against {} (sandbox {})", d.var("MINIPAY_API_URL")?, d.var("SANDBOX_HTTP_URL")?);
+    println!("minipay demo against {} (sandbox {})", d.var("DEV_API_URL")?, d.var("SANDBOX_HTTP_URL")?);
 
     d.step("login: the mini-program's wx.login code becomes an openid");
     let code = d.sandbox("jscode", json!({"user": "demo-user"})).await?;
     let code = code["code"].as_str().context("the sandbox minted no code")?.to_owned();
-    let session = d.api(Method::POST, "/v1/sessions", "MINIPAY_API_KEY", Some(json!({"code": code}))).await?;
+    let session = d.api(Method::POST, "/v1/sessions", "DEV_CLIENT_KEY", Some(json!({"code": code}))).await?;
     let openid = session["openid"].as_str().context("no openid")?.to_owned();
     println!("   ← {}", show(&session, &["appid", "openid"]));
 
     d.step("order: 12.00 yuan, with the wx.requestPayment parameters");
     let body = json!({"openid": openid, "amount": 1200, "description": "minipay demo order"});
-    let order = d.api(Method::POST, "/v1/orders", "MINIPAY_API_KEY", Some(body)).await?;
+    let order = d.api(Method::POST, "/v1/orders", "DEV_CLIENT_KEY", Some(body)).await?;
     let no = order["out_trade_no"].as_str().context("no out_trade_no")?.to_owned();
     println!(
         "   ← {} pay_params.package={}",
@@ -165,29 +165,29 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     println!("   ← sandbox: transaction_id={}", paid["transaction_id"]);
 
     d.step("notification: WeChat's callback reaches notify and the order is paid");
-    let o = d.wait_for(&format!("/v1/orders/{no}"), "MINIPAY_API_KEY", "status", &["paid"], &["closed"]).await?;
+    let o = d.wait_for(&format!("/v1/orders/{no}"), "DEV_CLIENT_KEY", "status", &["paid"], &["closed"]).await?;
     println!("   ← {}", show(&o, &["status", "transaction_id", "paid_at"]));
 
     d.step("refund: 2.00 yuan back to the user (client certificate), settled by WeChat");
     let body = json!({"amount": 200, "reason": "demo partial refund"});
-    let refund = d.api(Method::POST, &format!("/v1/orders/{no}/refunds"), "MINIPAY_API_KEY", Some(body)).await?;
+    let refund = d.api(Method::POST, &format!("/v1/orders/{no}/refunds"), "DEV_CLIENT_KEY", Some(body)).await?;
     let rno = refund["out_refund_no"].as_str().context("no out_refund_no")?.to_owned();
     println!("   ← {}", show(&refund, &["out_refund_no", "status", "amount"]));
     d.sandbox("refunds/settle", json!({"out_refund_no": rno})).await?;
-    let r = d.wait_for(&format!("/v1/refunds/{rno}"), "MINIPAY_API_KEY", "status", &["succeeded"], &["failed"]).await?;
+    let r = d.wait_for(&format!("/v1/refunds/{rno}"), "DEV_CLIENT_KEY", "status", &["succeeded"], &["failed"]).await?;
     println!("   ← {}", show(&r, &["status", "refund_id"]));
 
     d.step("payout: finance asks for 600.00 yuan to the user's balance; above the threshold, an approver decides");
     let body = json!({"openid": openid, "amount": 60000, "description": "minipay demo payout"});
-    let p = d.api(Method::POST, "/v1/payouts", "MINIPAY_FINANCE_KEY", Some(body)).await?;
+    let p = d.api(Method::POST, "/v1/payouts", "DEV_FINANCE_KEY", Some(body)).await?;
     let id = p["id"].as_i64().context("no payout id")?;
     println!("   ← {}", show(&p, &["id", "partner_trade_no", "status"]));
-    let a = d.api(Method::POST, &format!("/v1/payouts/{id}/approve"), "MINIPAY_APPROVER_KEY", Some(json!({}))).await?;
+    let a = d.api(Method::POST, &format!("/v1/payouts/{id}/approve"), "DEV_APPROVER_KEY", Some(json!({}))).await?;
     println!("   ← approved: status={}", a["status"]);
     let p = d
         .wait_for(
             &format!("/v1/payouts/{id}"),
-            "MINIPAY_FINANCE_KEY",
+            "DEV_FINANCE_KEY",
             "status",
             &["succeeded"],
             &["failed", "rejected"],
@@ -198,13 +198,13 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     d.step("red packet: 8.88 yuan, sent by the worker");
     let body = json!({"kind": "normal", "openid": openid, "amount": 888, "total_num": 1, "wishing": "恭喜发财",
                       "act_name": "minipay demo", "remark": "thanks for trying minipay"});
-    let rp = d.api(Method::POST, "/v1/redpacks", "MINIPAY_FINANCE_KEY", Some(body)).await?;
+    let rp = d.api(Method::POST, "/v1/redpacks", "DEV_FINANCE_KEY", Some(body)).await?;
     let billno = rp["mch_billno"].as_str().context("no mch_billno")?.to_owned();
     println!("   ← {}", show(&rp, &["mch_billno", "status"]));
     let rp = d
         .wait_for(
             &format!("/v1/redpacks/{billno}"),
-            "MINIPAY_FINANCE_KEY",
+            "DEV_FINANCE_KEY",
             "status",
             &["sent", "received"],
             &["failed"],
@@ -225,14 +225,14 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
 
 async fn reconcile_day(d: &Demo, day: &str) -> anyhow::Result<()> {
     let accepted =
-        d.api(Method::POST, "/v1/reconciliations", "MINIPAY_FINANCE_KEY", Some(json!({"date": day}))).await?;
+        d.api(Method::POST, "/v1/reconciliations", "DEV_FINANCE_KEY", Some(json!({"date": day}))).await?;
     let requests = accepted["requests"].as_array().context("no requests")?;
     for r in requests {
         let id = r["id"].as_i64().context("request id")?;
         let done = d
             .wait_for(
                 &format!("/v1/reconciliations/requests/{id}"),
-                "MINIPAY_FINANCE_KEY",
+                "DEV_FINANCE_KEY",
                 "status",
                 &["completed"],
                 &["failed"],
@@ -240,7 +240,7 @@ async fn reconcile_day(d: &Demo, day: &str) -> anyhow::Result<()> {
             .await?;
         println!("   ← request {id}: merchant {} run {}", done["mch_id"], done["run_id"]);
     }
-    let report = d.api(Method::GET, &format!("/v1/reconciliations/{day}"), "MINIPAY_FINANCE_KEY", None).await?;
+    let report = d.api(Method::GET, &format!("/v1/reconciliations/{day}"), "DEV_FINANCE_KEY", None).await?;
     for m in report["merchants"].as_array().into_iter().flatten() {
         println!(
             "   ← merchant {}: run {} {} (trigger {})",

@@ -17,7 +17,8 @@
 //! the data. Ports: api 8080, notify 8081, sandbox 8480 (HTTP) / 8443 (HTTPS), worker metrics
 //! 9090 when free, otherwise any free port (the printed URLs are the truth). Machine-readable
 //! `KEY=value` lines go to stdout and to `dev.env` in the directory (`MINIPAY_CONFIG`,
-//! `MINIPAY_API_URL`, `MINIPAY_API_KEY`, …); the human summary to stderr.
+//! `DEV_API_URL`, `DEV_CLIENT_KEY`, …; none of them is read as a `MINIPAY_…` setting, so
+//! `set -a; . dev.env` is safe before any command); the human summary to stderr.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -252,13 +253,13 @@ async fn run_system(args: &DevArgs, dir: &DevDir, db_url: &str) -> anyhow::Resul
     let env_lines = [
         ("MINIPAY_CONFIG", config_path.display().to_string()),
         ("MINIPAY_DEV_DIR", dir.0.display().to_string()),
-        ("MINIPAY_API_URL", api_url.clone()),
-        ("MINIPAY_API_KEY", client.key.clone()),
-        ("MINIPAY_ADMIN_KEY", admin_key.key.clone()),
-        ("MINIPAY_FINANCE_KEY", finance.key.clone()),
-        ("MINIPAY_APPROVER_KEY", approver.key.clone()),
-        ("MINIPAY_NOTIFY_URL", config.notify.public_url.clone()),
-        ("MINIPAY_WORKER_METRICS_URL", metrics_url.clone()),
+        ("DEV_API_URL", api_url.clone()),
+        ("DEV_CLIENT_KEY", client.key.clone()),
+        ("DEV_ADMIN_KEY", admin_key.key.clone()),
+        ("DEV_FINANCE_KEY", finance.key.clone()),
+        ("DEV_APPROVER_KEY", approver.key.clone()),
+        ("DEV_NOTIFY_URL", config.notify.public_url.clone()),
+        ("DEV_WORKER_METRICS_URL", metrics_url.clone()),
         ("SANDBOX_HTTP_URL", sandbox.http_url()),
         ("SANDBOX_HTTPS_URL", sandbox.https_url()),
         ("DATABASE_URL", db_url.to_owned()),

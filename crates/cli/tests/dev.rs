@@ -98,7 +98,7 @@ fn dev_runs_the_demo_story_and_leaves_nothing_behind() {
     assert!(send.status.success(), "{}", text(&send));
 
     // The worker's metrics and readiness.
-    let metrics = &vars["MINIPAY_WORKER_METRICS_URL"];
+    let metrics = &vars["DEV_WORKER_METRICS_URL"];
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let m = reqwest::get(format!("{metrics}/metrics")).await.unwrap().text().await.unwrap();
@@ -134,7 +134,7 @@ fn dev_runs_the_demo_story_and_leaves_nothing_behind() {
         "postgres still listens"
     );
     assert!(
-        std::net::TcpStream::connect(vars["MINIPAY_API_URL"].trim_start_matches("http://")).is_err(),
+        std::net::TcpStream::connect(vars["DEV_API_URL"].trim_start_matches("http://")).is_err(),
         "api still listens"
     );
 }
