@@ -27,7 +27,10 @@ pub enum Service {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Which service to run (`all` runs the three in one process).
+    /// Which service to run (`all` runs the three in one process). `MINIPAY_SERVICE` chooses
+    /// it where a platform sets a container's environment but not its command (WeChat Cloud
+    /// Hosting).
+    #[arg(env = "MINIPAY_SERVICE", default_value = "all")]
     service: Service,
     /// TOML configuration (default `$MINIPAY_CONFIG`, else defaults + env).
     #[arg(long, value_name = "FILE")]
