@@ -185,13 +185,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let a = d.api(Method::POST, &format!("/v1/payouts/{id}/approve"), "DEV_APPROVER_KEY", Some(json!({}))).await?;
     println!("   ← approved: status={}", a["status"]);
     let p = d
-        .wait_for(
-            &format!("/v1/payouts/{id}"),
-            "DEV_FINANCE_KEY",
-            "status",
-            &["succeeded"],
-            &["failed", "rejected"],
-        )
+        .wait_for(&format!("/v1/payouts/{id}"), "DEV_FINANCE_KEY", "status", &["succeeded"], &["failed", "rejected"])
         .await?;
     println!("   ← {}", show(&p, &["status", "payment_no"]));
 
@@ -202,13 +196,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let billno = rp["mch_billno"].as_str().context("no mch_billno")?.to_owned();
     println!("   ← {}", show(&rp, &["mch_billno", "status"]));
     let rp = d
-        .wait_for(
-            &format!("/v1/redpacks/{billno}"),
-            "DEV_FINANCE_KEY",
-            "status",
-            &["sent", "received"],
-            &["failed"],
-        )
+        .wait_for(&format!("/v1/redpacks/{billno}"), "DEV_FINANCE_KEY", "status", &["sent", "received"], &["failed"])
         .await?;
     println!("   ← {}", show(&rp, &["status", "send_listid"]));
 
@@ -224,8 +212,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
 }
 
 async fn reconcile_day(d: &Demo, day: &str) -> anyhow::Result<()> {
-    let accepted =
-        d.api(Method::POST, "/v1/reconciliations", "DEV_FINANCE_KEY", Some(json!({"date": day}))).await?;
+    let accepted = d.api(Method::POST, "/v1/reconciliations", "DEV_FINANCE_KEY", Some(json!({"date": day}))).await?;
     let requests = accepted["requests"].as_array().context("no requests")?;
     for r in requests {
         let id = r["id"].as_i64().context("request id")?;

@@ -88,7 +88,12 @@ enum Kind<'a> {
     Ca,
 }
 
-fn issue(subject: &X509Name, key: &PKey<Private>, issuer: Option<&CertKey>, kind: Kind<'_>) -> Result<X509, ErrorStack> {
+fn issue(
+    subject: &X509Name,
+    key: &PKey<Private>,
+    issuer: Option<&CertKey>,
+    kind: Kind<'_>,
+) -> Result<X509, ErrorStack> {
     let mut b = X509::builder()?;
     b.set_version(2)?;
     let sn = serial()?;
