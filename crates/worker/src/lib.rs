@@ -324,6 +324,80 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn shutdown_waits_for_the_jobs_in_flight_and_no_new_tick_starts() {
+        use std::sync::atomic::AtomicU32;
+        let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let started = Arc::new(AtomicU32::new(0));
+        let finished = Arc::new(AtomicU32::new(0));
+        let mut w = Worker::new(pool).with_drain(Duration::from_secs(5));
+        let (s, f) = (started.clone(), finished.clone());
+        w.add_job("slow", Schedule::Every(Duration::from_millis(100)), move |_ctx| {
+            let (s, f) = (s.clone(), f.clone());
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                f.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        });
+        w.start().await.unwrap();
+        while started.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(w.in_flight(), 1);
+        let t = std::time::Instant::now();
+        assert_eq!(w.shutdown().await.unwrap(), 0, "nothing left unfinished");
+        assert!(t.elapsed() >= Duration::from_millis(300), "shutdown waited for the job");
+        assert_eq!(finished.load(Ordering::SeqCst), started.load(Ordering::SeqCst));
+        let n = started.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(started.load(Ordering::SeqCst), n, "no tick after shutdown");
+    }
+
+    #[tokio::test]
+    async fn shutdown_gives_up_after_the_drain_time() {
+        let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let mut w = Worker::new(pool).with_drain(Duration::from_millis(200));
+        w.add_job("stuck", Schedule::Every(Duration::from_millis(50)), |_ctx| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        });
+        w.start().await.unwrap();
+        while w.in_flight() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let t = std::time::Instant::now();
+        assert_eq!(w.shutdown().await.unwrap(), 1, "the stuck job is reported");
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn the_ops_server_reports_health_readiness_and_metrics() {
+        let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let ready = ops::Readiness::default();
+        let server = ops::OpsServer::bind("127.0.0.1:0", pool, ready.clone()).unwrap();
+        let url = format!("http://127.0.0.1:{}", server.port());
+        let handle = server.handle();
+        tokio::spawn(server.run_until_stopped());
+        JOB_RUNS.with_label_values(&["ops-test"]).inc();
+        let get = |p: &'static str| {
+            let url = url.clone();
+            async move {
+                let r = reqwest::get(format!("{url}{p}")).await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        assert_eq!(get("/healthz").await.0, 200);
+        assert_eq!(get("/readyz").await.0, 503, "scheduler not started");
+        ready.set(true);
+        assert_eq!(get("/readyz").await.0, 503, "the database does not answer");
+        let (status, body) = get("/metrics").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("minipay_worker_job_runs_total{job=\"ops-test\"} 1"), "{body}");
+        handle.stop(true).await;
+    }
+
+    #[tokio::test]
     async fn build_registers_reconciliation_per_merchant() {
         let toml = "[[merchants]]\nmch_id = \"1900000109\"\napi_key = \"192006250b4c09247ec02edce69f6a2d\"\n\n\
                     [reconcile]\nfee_rate = \"0.60%\"\n";
