@@ -3,7 +3,8 @@
 # cargo-nextest), starts ONE throwaway PostgreSQL cluster for the run (initdb + pg_ctl on a
 # free loopback port, as the `postgres` user when run as root), runs every Rust test against
 # it (each test creates its own database), runs the third-party SDK check against the
-# sandbox, and removes the cluster. Extra arguments go to `cargo nextest run`.
+# sandbox, checks deploy/ (scripts/check-deploy.sh: Kubernetes and compose schemas, nginx -t),
+# and removes the cluster. Extra arguments go to `cargo nextest run`.
 #
 # With DATABASE_URL already set (an admin URL), that server is used and nothing is started.
 set -euo pipefail
@@ -34,6 +35,9 @@ if [ -z "${DATABASE_URL:-}" ]; then
   export DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres"
   echo "== throwaway PostgreSQL on 127.0.0.1:$PORT"
 fi
+
+echo "== deploy/: Kubernetes and compose schemas, nginx -t, Cloud Hosting files"
+bash scripts/check-deploy.sh
 
 echo "== cargo nextest run --workspace"
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -78,6 +78,11 @@ pub const ROUTE_MODULES: &[RouteModule] = &[
     RouteModule::new("payouts", routes::payouts::configure, routes::payouts::openapi),
     RouteModule::new("redpacks", routes::redpacks::configure, routes::redpacks::openapi),
     RouteModule::new("reconciliations", routes::reconciliations::configure, routes::reconciliations::openapi),
+    RouteModule::new(
+        "reconciliation_requests",
+        routes::reconciliation_requests::configure,
+        routes::reconciliation_requests::openapi,
+    ),
     RouteModule::new("anomalies", routes::anomalies::configure, routes::anomalies::openapi),
     RouteModule::new("wechat_token", routes::wechat_token::configure, routes::wechat_token::openapi),
     RouteModule::new("users", routes::users::configure, routes::users::openapi),

@@ -1,19 +1,34 @@
 //! `minipay dev`: the whole system on this machine with no configuration. Starts a throwaway
 //! PostgreSQL cluster (`initdb` + `pg_ctl` in a temporary directory, removed on exit), applies
-//! the migrations, starts the WeChat sandbox, notify, api and worker wired to each other, and
-//! prints the URLs and demo API keys. Ctrl-C stops everything and deletes the data.
+//! the migrations, starts the WeChat sandbox, then writes the configuration of a system wired
+//! to it — `minipay.toml` plus the files it names (sandbox CA, merchant certificates and keys,
+//! app secrets) — into a private directory it prints, and runs notify, api and worker from
+//! that file exactly as `minipay serve all --config FILE` would. Every other command works
+//! against the running system with the same file:
 //!
-//! Ports: api 8080, notify 8081, sandbox 8480 (HTTP) / 8443 (HTTPS) when free, otherwise any
-//! free port (the printed URLs are the truth). Machine-readable `KEY=value` lines go to
-//! stdout (`MINIPAY_API_URL`, `MINIPAY_API_KEY`, …); the human summary to stderr.
+//! ```sh
+//! export MINIPAY_CONFIG=/tmp/minipay-dev-1234/minipay.toml   # printed at start
+//! minipay reconcile --date 2026-12-01
+//! minipay keys create --role finance --name alice
+//! minipay payouts send --once
+//! ```
+//!
+//! Ctrl-C (or SIGTERM) drains the services, stops everything and deletes the directory and
+//! the data. Ports: api 8080, notify 8081, sandbox 8480 (HTTP) / 8443 (HTTPS), worker metrics
+//! 9090 when free, otherwise any free port (the printed URLs are the truth). Machine-readable
+//! `KEY=value` lines go to stdout and to `dev.env` in the directory (`MINIPAY_CONFIG`,
+//! `DEV_API_URL`, `DEV_CLIENT_KEY`, …; none of them is read as a `MINIPAY_…` setting, so
+//! `set -a; . dev.env` is safe before any command); the human summary to stderr.
 
+use std::fmt::Write as _;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use minipay_config::{Config, DEMO_MCH_ID, SandboxEndpoints};
+use minipay_config::{DEMO_API_KEY, DEMO_APP_SECRET, DEMO_APPID, DEMO_MCH_ID};
 use minipay_sandbox::{Sandbox, SandboxConfig};
 use minipay_store::clients::{self, Role};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -27,13 +42,135 @@ pub struct DevArgs {
     /// Multiply the sandbox's real waits (refund processing, notification retries).
     #[arg(long, default_value_t = 1.0)]
     time_scale: f64,
+    /// Where to write the configuration (created, must not exist; removed on exit).
+    /// Default: a new `minipay-dev-<pid>` directory under the system's temporary directory.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
-fn port_or_any(preferred: u16) -> u16 {
+/// One merchant `dev` configures against the sandbox, with its app. Add a merchant (a v3
+/// one, say) by adding an entry to [`dev_merchants`]; the file writer handles the rest.
+struct DevMerchant {
+    mch_id: String,
+    api_key: String,
+    /// PKCS#12 client certificate (password = mch_id, as WeChat issues them).
+    client_p12: Vec<u8>,
+    appid: String,
+    app_secret: String,
+    default_app: bool,
+}
+
+fn dev_merchants(sandbox: &Sandbox) -> anyhow::Result<Vec<DevMerchant>> {
+    Ok(vec![DevMerchant {
+        mch_id: DEMO_MCH_ID.into(),
+        api_key: DEMO_API_KEY.into(),
+        client_p12: sandbox.client_identity_p12(DEMO_MCH_ID).context("demo merchant certificate")?,
+        appid: DEMO_APPID.into(),
+        app_secret: DEMO_APP_SECRET.into(),
+        default_app: true,
+    }])
+}
+
+/// The addresses the services will listen on.
+struct Ports {
+    api: u16,
+    notify: u16,
+    metrics: u16,
+}
+
+/// A free port: the preferred one when it is free, else one the OS picks. (Bound and released
+/// here, taken again by the service a moment later.)
+fn free_port(preferred: u16) -> std::io::Result<u16> {
     match std::net::TcpListener::bind(("127.0.0.1", preferred)) {
-        Ok(_) => preferred,
-        Err(_) => 0,
+        Ok(_) => Ok(preferred),
+        Err(_) => Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port()),
     }
+}
+
+/// The directory `dev` writes to, removed when dropped (on every way out of [`dev`]).
+struct DevDir(PathBuf);
+
+impl DevDir {
+    fn create(path: PathBuf) -> anyhow::Result<DevDir> {
+        let mut b = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(&path).with_context(|| format!("create {}", path.display()))?;
+        Ok(DevDir(path))
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+        let p = self.0.join(name);
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        o.open(&p).and_then(|mut f| f.write_all(bytes)).with_context(|| format!("write {}", p.display()))?;
+        Ok(p)
+    }
+}
+
+impl Drop for DevDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// Writes `minipay.toml` and the files it names; returns the configuration's path.
+fn write_config(
+    dir: &DevDir,
+    db_url: &str,
+    sandbox: &Sandbox,
+    merchants: &[DevMerchant],
+    ports: &Ports,
+) -> anyhow::Result<PathBuf> {
+    let ca = dir.write("sandbox-ca.pem", &sandbox.ca_pem())?;
+    let mut t = String::new();
+    writeln!(t, "# Written by `minipay dev` for the system it runs; removed when it stops.")?;
+    writeln!(t, "# Every minipay command takes it: --config FILE or MINIPAY_CONFIG=FILE.\n")?;
+    writeln!(t, "[database]\nurl = {}\nmax_connections = 10\n", toml_str(db_url))?;
+    writeln!(t, "[api]\nlisten = \"127.0.0.1:{}\"\n", ports.api)?;
+    writeln!(t, "[notify]\nlisten = \"127.0.0.1:{0}\"\npublic_url = \"http://127.0.0.1:{0}\"\n", ports.notify)?;
+    writeln!(
+        t,
+        "[wechat]\npay_base_url = {}\napi_base_url = {}\nca_file = {}\n",
+        toml_str(&sandbox.https_url()),
+        toml_str(&sandbox.https_url()),
+        toml_str(&ca.display().to_string())
+    )?;
+    writeln!(
+        t,
+        "[worker]\nexpiry_interval_ms = 5000\nwebhook_interval_ms = 1000\nmetrics_listen = \"127.0.0.1:{}\"\ndrain_secs = 10\n",
+        ports.metrics
+    )?;
+    writeln!(t, "[payouts]\nsend_interval_ms = 1000\n")?;
+    for m in merchants {
+        let key = dir.write(&format!("merchant-{}-api-key", m.mch_id), m.api_key.as_bytes())?;
+        let p12 = dir.write(&format!("merchant-{}-apiclient_cert.p12", m.mch_id), &m.client_p12)?;
+        writeln!(
+            t,
+            "[[merchants]]\nmch_id = {}\napi_key_file = {}\ncert_p12_file = {}\n",
+            toml_str(&m.mch_id),
+            toml_str(&key.display().to_string()),
+            toml_str(&p12.display().to_string())
+        )?;
+    }
+    for m in merchants {
+        let secret = dir.write(&format!("app-{}-secret", m.appid), m.app_secret.as_bytes())?;
+        writeln!(
+            t,
+            "[[apps]]\nappid = {}\nmch_id = {}\nsecret_file = {}\ndefault = {}\n",
+            toml_str(&m.appid),
+            toml_str(&m.mch_id),
+            toml_str(&secret.display().to_string()),
+            m.default_app
+        )?;
+    }
+    dir.write("minipay.toml", t.as_bytes())
 }
 
 pub fn run(args: &DevArgs) -> ExitCode {
@@ -49,6 +186,10 @@ pub fn run(args: &DevArgs) -> ExitCode {
 }
 
 async fn dev(args: &DevArgs) -> anyhow::Result<()> {
+    let dir_path =
+        args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("minipay-dev-{}", std::process::id())));
+    // Dropped last (declared first): the directory goes on every way out.
+    let dir = DevDir::create(dir_path)?;
     // The cluster lives as long as this function: dropping it stops and removes it.
     let (cluster, admin_url) = match &args.database_url {
         Some(u) => (None, u.clone()),
@@ -66,91 +207,8 @@ async fn dev(args: &DevArgs) -> anyhow::Result<()> {
     admin.close().await.ok();
     let db_url = minipay_testkit::with_database(&admin_url, &db_name);
 
-    let sandbox_cfg = SandboxConfig {
-        port: port_or_any(8480),
-        tls_port: port_or_any(8443),
-        time_scale: args.time_scale,
-        ..SandboxConfig::default()
-    };
-    let sandbox = Sandbox::start(sandbox_cfg).await.context("start the sandbox")?;
-    let mut config = Config::demo(
-        &db_url,
-        SandboxEndpoints {
-            pay_base_url: sandbox.https_url(),
-            api_base_url: sandbox.https_url(),
-            ca_pem: sandbox.ca_pem(),
-            client_p12: sandbox.client_identity_p12(DEMO_MCH_ID).context("demo merchant certificate")?,
-            v3: None,
-        },
-    );
-    let notify_port = port_or_any(8081);
-    let notify_listener = std::net::TcpListener::bind(("127.0.0.1", notify_port))?;
-    let notify_port = notify_listener.local_addr()?.port();
-    config.notify.listen = format!("127.0.0.1:{notify_port}");
-    config.notify.public_url = format!("http://127.0.0.1:{notify_port}");
-    config.api.listen = format!("127.0.0.1:{}", port_or_any(8080));
-    config.worker.expiry_interval_ms = 5_000;
-    config.worker.webhook_interval_ms = 1_000;
+    let result = run_system(args, &dir, &db_url).await;
 
-    let pool = crate::serve_cmd::connect(&config).await?;
-    minipay_store::db::migrate(&pool).await.context("apply migrations")?;
-
-    let mut running = crate::serve_cmd::Running::default();
-    let notify = minipay_notify::Application::from_listener(notify_listener, &config, pool.clone())?;
-    running.add_server("notify", notify.handle());
-    tokio::spawn(notify.run_until_stopped());
-    let api = minipay_api::Application::build(config.clone(), pool.clone()).await?;
-    let api_url = format!("http://127.0.0.1:{}", api.port());
-    running.add_server("api", api.handle());
-    tokio::spawn(api.run_until_stopped());
-    let mut worker = minipay_worker::Worker::build(&config, pool.clone())?;
-    worker.start().await?;
-    running.set_worker(worker);
-
-    let mut conn = pool.acquire().await?;
-    let client = clients::create(&mut conn, "demo shop", Role::Client, None).await?;
-    let admin_key = clients::create(&mut conn, "demo admin", Role::Admin, None).await?;
-    let finance = clients::create(&mut conn, "demo finance", Role::Finance, None).await?;
-    let approver = clients::create(&mut conn, "demo approver", Role::Approver, None).await?;
-    drop(conn);
-
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "MINIPAY_API_URL={api_url}")?;
-    writeln!(out, "MINIPAY_API_KEY={}", client.key)?;
-    writeln!(out, "MINIPAY_ADMIN_KEY={}", admin_key.key)?;
-    writeln!(out, "MINIPAY_FINANCE_KEY={}", finance.key)?;
-    writeln!(out, "MINIPAY_APPROVER_KEY={}", approver.key)?;
-    writeln!(out, "MINIPAY_NOTIFY_URL={}", config.notify.public_url)?;
-    writeln!(out, "SANDBOX_HTTP_URL={}", sandbox.http_url())?;
-    writeln!(out, "SANDBOX_HTTPS_URL={}", sandbox.https_url())?;
-    writeln!(out, "DATABASE_URL={db_url}")?;
-    out.flush()?;
-    drop(out);
-    let sb = sandbox.http_url();
-    let key = &client.key;
-    eprintln!(
-        "\nminipay dev is running (Ctrl-C stops it and deletes everything)\n\
-         \n  api        {api_url}   (OpenAPI: {api_url}/openapi.json)\
-         \n  notify     {notify}/wxpay/notify/pay\
-         \n  sandbox    {sb}/sandbox/   {sbs}\
-         \n  database   {db_url}\
-         \n  client key {key}\
-         \n\nTry it:\
-         \n  CODE=$(curl -s -X POST {sb}/sandbox/jscode -H 'content-type: application/json' -d '{{\"user\":\"demo-user\"}}' | sed 's/.*\"code\":\"\\([^\"]*\\)\".*/\\1/')\
-         \n  curl -s -X POST {api_url}/v1/sessions -H 'Authorization: Bearer {key}' -H 'content-type: application/json' -d \"{{\\\"code\\\":\\\"$CODE\\\"}}\"\
-         \n  curl -s -X POST {api_url}/v1/orders -H 'Authorization: Bearer {key}' -H 'Idempotency-Key: demo-1' -H 'content-type: application/json' \\\
-         \n       -d '{{\"openid\":\"<openid from above>\",\"amount\":100,\"description\":\"demo\"}}'\
-         \n  curl -s -X POST {sb}/sandbox/pay -H 'content-type: application/json' -d '{{\"out_trade_no\":\"<out_trade_no>\"}}'\
-         \n  curl -s {api_url}/v1/orders/<out_trade_no> -H 'Authorization: Bearer {key}'\n",
-        notify = config.notify.public_url,
-        sbs = sandbox.https_url(),
-    );
-
-    crate::serve_cmd::wait_for_stop().await;
-    eprintln!("stopping…");
-    running.stop().await;
-    sandbox.shutdown().await;
-    pool.close().await;
     // Give the pool's connections a moment to close before the cluster goes away.
     tokio::time::sleep(Duration::from_millis(100)).await;
     if cluster.is_none() {
@@ -161,5 +219,81 @@ async fn dev(args: &DevArgs) -> anyhow::Result<()> {
         admin.close().await.ok();
     }
     drop(cluster);
+    drop(dir);
+    result
+}
+
+async fn run_system(args: &DevArgs, dir: &DevDir, db_url: &str) -> anyhow::Result<()> {
+    let sandbox_cfg = SandboxConfig {
+        port: free_port(8480)?,
+        tls_port: free_port(8443)?,
+        time_scale: args.time_scale,
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(sandbox_cfg).await.context("start the sandbox")?;
+    let merchants = dev_merchants(&sandbox)?;
+    let ports = Ports { api: free_port(8080)?, notify: free_port(8081)?, metrics: free_port(9090)? };
+    let config_path = write_config(dir, db_url, &sandbox, &merchants, &ports)?;
+    // From here on, the file is the configuration: what runs is what the file says.
+    let config = crate::serve_cmd::checked_config(Some(&config_path))?;
+
+    let pool = crate::serve_cmd::connect(&config).await?;
+    minipay_store::db::migrate(&pool).await.context("apply migrations")?;
+    let running = crate::serve_cmd::start(crate::serve_cmd::Service::All, &config, &pool).await?;
+    let api_url = format!("http://{}", config.api.listen);
+
+    let mut conn = pool.acquire().await?;
+    let client = clients::create(&mut conn, "demo shop", Role::Client, None).await?;
+    let admin_key = clients::create(&mut conn, "demo admin", Role::Admin, None).await?;
+    let finance = clients::create(&mut conn, "demo finance", Role::Finance, None).await?;
+    let approver = clients::create(&mut conn, "demo approver", Role::Approver, None).await?;
+    drop(conn);
+
+    let metrics_url = running.worker_ops_port().map(|p| format!("http://127.0.0.1:{p}")).unwrap_or_default();
+    let env_lines = [
+        ("MINIPAY_CONFIG", config_path.display().to_string()),
+        ("MINIPAY_DEV_DIR", dir.0.display().to_string()),
+        ("DEV_API_URL", api_url.clone()),
+        ("DEV_CLIENT_KEY", client.key.clone()),
+        ("DEV_ADMIN_KEY", admin_key.key.clone()),
+        ("DEV_FINANCE_KEY", finance.key.clone()),
+        ("DEV_APPROVER_KEY", approver.key.clone()),
+        ("DEV_NOTIFY_URL", config.notify.public_url.clone()),
+        ("DEV_WORKER_METRICS_URL", metrics_url.clone()),
+        ("SANDBOX_HTTP_URL", sandbox.http_url()),
+        ("SANDBOX_HTTPS_URL", sandbox.https_url()),
+        ("DATABASE_URL", db_url.to_owned()),
+    ];
+    let env_text: String = env_lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let env_file = dir.write("dev.env", env_text.as_bytes())?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(env_text.as_bytes())?;
+    writeln!(out, "MINIPAY_DEV_ENV={}", env_file.display())?;
+    out.flush()?;
+    drop(out);
+    let sb = sandbox.http_url();
+    let key = &client.key;
+    eprintln!(
+        "\nminipay dev is running (Ctrl-C stops it and deletes everything)\n\
+         \n  config     {cfg}   (export MINIPAY_CONFIG={cfg}: reconcile, keys, payouts use it)\
+         \n  api        {api_url}   (OpenAPI: {api_url}/openapi.json)\
+         \n  notify     {notify}/wxpay/notify/pay\
+         \n  worker     {metrics_url}/metrics\
+         \n  sandbox    {sb}/sandbox/   {sbs}\
+         \n  database   {db_url}\
+         \n  client key {key}\
+         \n\nThe whole story (login, pay, refund, payout, red packet, reconciliation):\
+         \n  minipay demo --env {env}     (or: bash scripts/demo.sh)\n",
+        cfg = config_path.display(),
+        notify = config.notify.public_url,
+        sbs = sandbox.https_url(),
+        env = env_file.display(),
+    );
+
+    crate::serve_cmd::wait_for_stop().await;
+    eprintln!("stopping…");
+    running.stop().await;
+    sandbox.shutdown().await;
+    pool.close().await;
     Ok(())
 }

@@ -4,6 +4,8 @@
 mod bench_cmd;
 mod bench_orders;
 mod check_cmd;
+mod config_check;
+mod demo_cmd;
 mod dev_cmd;
 mod keys_cmd;
 mod payouts_cmd;
@@ -56,7 +58,8 @@ enum Command {
     Migrate(serve_cmd::MigrateArgs),
     /// API keys: `keys create --role ROLE --name NAME [--webhook-url URL]` prints the key once.
     Keys(keys_cmd::KeysArgs),
-    /// Everything local with no configuration: throwaway Postgres, sandbox, api, notify, worker.
+    /// Everything local with no configuration: throwaway Postgres, sandbox, api, notify,
+    /// worker; writes the configuration it runs to a directory it prints.
     Dev(dev_cmd::DevArgs),
     /// HTTPS certificate rules of a mini-program server domain: `check-cert HOST[:PORT]
     /// [--ca FILE] [--json]`. Exit 0 only when every rule passes.
@@ -64,6 +67,10 @@ enum Command {
     /// Server-domain lists (request, socket, uploadFile, downloadFile) against WeChat's
     /// rules: `check-domains FILE|- [--check-cert]`. One line per violation.
     CheckDomains(check_cmd::CheckDomainsArgs),
+    /// Walk the whole story against a running `minipay dev` (`--env FILE`: its dev.env).
+    Demo(demo_cmd::DemoArgs),
+    /// `config check [--config FILE] [--database]`: every problem of a configuration, by field.
+    Config(config_check::ConfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,5 +90,7 @@ fn main() -> ExitCode {
         Command::Dev(args) => dev_cmd::run(&args),
         Command::CheckCert(args) => check_cmd::run_check_cert(&args),
         Command::CheckDomains(args) => check_cmd::run_check_domains(&args),
+        Command::Demo(args) => demo_cmd::run(&args),
+        Command::Config(args) => config_check::run(&args),
     }
 }

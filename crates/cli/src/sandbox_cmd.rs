@@ -32,6 +32,10 @@ pub struct SandboxArgs {
     /// Address to bind (default 127.0.0.1).
     #[arg(long)]
     host: Option<String>,
+    /// A host name the HTTPS certificate must also be valid for (repeatable), e.g. the
+    /// compose service name `sandbox`.
+    #[arg(long = "tls-name", value_name = "NAME")]
+    tls_names: Vec<String>,
     /// Write the CA and the merchants' client certificates here.
     #[arg(long, value_name = "DIR")]
     certs_dir: Option<PathBuf>,
@@ -49,6 +53,7 @@ fn config(args: &SandboxArgs) -> anyhow::Result<SandboxConfig> {
     // port in the file) overrides them.
     cfg.port = args.port.unwrap_or(if cfg.port == 0 { DEFAULT_PORT } else { cfg.port });
     cfg.tls_port = args.tls_port.unwrap_or(if cfg.tls_port == 0 { DEFAULT_TLS_PORT } else { cfg.tls_port });
+    cfg.tls_names.extend(args.tls_names.iter().cloned());
     if let Some(h) = &args.host {
         cfg.host.clone_from(h);
     }

@@ -2,6 +2,11 @@
 //! Settings come from `--config FILE` (else `$MINIPAY_CONFIG`) plus `MINIPAY_…` env
 //! overrides; secrets never from the command line. Logs: `RUST_LOG` filters (default
 //! `info`), `MINIPAY_LOG_FORMAT=json` for JSON lines (each carries the request id span).
+//!
+//! `serve` first runs the checks of `minipay config check` and refuses to start on any error
+//! (all of them printed, field by field). On SIGTERM or Ctrl-C it drains: the HTTP servers
+//! stop accepting and finish the requests in flight, the worker finishes its jobs in flight
+//! (up to `[worker] drain_secs`) and hands back its reconciliation work, then it exits 0.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +27,10 @@ pub enum Service {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Which service to run (`all` runs the three in one process).
+    /// Which service to run (`all` runs the three in one process). `MINIPAY_SERVICE` chooses
+    /// it where a platform sets a container's environment but not its command (WeChat Cloud
+    /// Hosting).
+    #[arg(env = "MINIPAY_SERVICE", default_value = "all")]
     service: Service,
     /// TOML configuration (default `$MINIPAY_CONFIG`, else defaults + env).
     #[arg(long, value_name = "FILE")]
@@ -80,11 +88,29 @@ pub fn run_migrate(args: &MigrateArgs) -> ExitCode {
     }))
 }
 
+/// The start-up check: every finding is logged; any error refuses to start.
+pub fn checked_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let report = minipay_config::check::check(path);
+    for f in &report.findings {
+        match f.severity {
+            minipay_config::check::Severity::Error => tracing::error!(field = %f.field, "{}", f.message),
+            minipay_config::check::Severity::Warning => tracing::warn!(field = %f.field, "{}", f.message),
+        }
+    }
+    match report.config {
+        Some(c) if report.is_ok() => Ok(c),
+        _ => {
+            let errors: Vec<String> = report.errors().map(ToString::to_string).collect();
+            anyhow::bail!("the configuration has {} error(s):\n  {}", errors.len(), errors.join("\n  "))
+        }
+    }
+}
+
 pub fn run_serve(args: &ServeArgs) -> ExitCode {
     init_tracing();
     report(runtime().and_then(|rt| {
         rt.block_on(async {
-            let config = Config::load(args.config.as_deref())?;
+            let config = checked_config(args.config.as_deref())?;
             let pool = connect(&config).await?;
             if args.migrate {
                 minipay_store::db::migrate(&pool).await.context("apply migrations")?;
@@ -102,27 +128,39 @@ pub fn run_serve(args: &ServeArgs) -> ExitCode {
 pub struct Running {
     servers: Vec<(&'static str, actix_web::dev::ServerHandle)>,
     worker: Option<minipay_worker::Worker>,
+    /// The worker's /healthz, /readyz, /metrics server and the readiness it reports.
+    worker_ops: Option<(actix_web::dev::ServerHandle, minipay_worker::ops::Readiness, u16)>,
 }
 
 impl Running {
-    pub fn add_server(&mut self, name: &'static str, handle: actix_web::dev::ServerHandle) {
-        self.servers.push((name, handle));
+    /// The port of the worker's ops server, when one runs.
+    pub fn worker_ops_port(&self) -> Option<u16> {
+        self.worker_ops.as_ref().map(|(_, _, p)| *p)
     }
 
-    pub fn set_worker(&mut self, worker: minipay_worker::Worker) {
-        self.worker = Some(worker);
-    }
-
-    /// Stops the HTTP servers gracefully (in-flight requests finish), then the worker.
+    /// Drains: the worker stops reporting ready, the HTTP servers stop gracefully (in-flight
+    /// requests finish) while the worker finishes its jobs in flight, then the worker's
+    /// ops server goes.
     pub async fn stop(mut self) {
-        for (name, h) in &self.servers {
+        if let Some((_, ready, _)) = &self.worker_ops {
+            ready.set(false);
+        }
+        let servers = futures::future::join_all(self.servers.iter().map(|(name, h)| async move {
             h.stop(true).await;
             tracing::info!("{name} stopped");
-        }
-        if let Some(w) = &mut self.worker {
-            if let Err(e) = w.shutdown().await {
-                tracing::warn!(error = %e, "worker shutdown");
+        }));
+        let worker = async {
+            if let Some(w) = &mut self.worker {
+                match w.shutdown().await {
+                    Ok(0) => tracing::info!("worker stopped"),
+                    Ok(n) => tracing::warn!(unfinished = n, "worker stopped before every job finished"),
+                    Err(e) => tracing::warn!(error = %e, "worker shutdown"),
+                }
             }
+        };
+        futures::join!(servers, worker);
+        if let Some((h, _, _)) = &self.worker_ops {
+            h.stop(true).await;
         }
     }
 }
@@ -146,7 +184,16 @@ pub async fn start(service: Service, config: &Config, pool: &PgPool) -> anyhow::
     }
     if matches!(service, Service::Worker | Service::All) {
         let mut worker = minipay_worker::Worker::build(config, pool.clone()).context("build worker")?;
+        let ready = minipay_worker::ops::Readiness::default();
+        if !config.worker.metrics_listen.is_empty() {
+            let ops = minipay_worker::ops::OpsServer::bind(&config.worker.metrics_listen, pool.clone(), ready.clone())
+                .with_context(|| format!("worker metrics on {}", config.worker.metrics_listen))?;
+            tracing::info!(port = ops.port(), "worker /healthz, /readyz and /metrics listening");
+            running.worker_ops = Some((ops.handle(), ready.clone(), ops.port()));
+            tokio::spawn(ops.run_until_stopped());
+        }
         worker.start().await.context("start worker")?;
+        ready.set(true);
         tracing::info!(jobs = ?worker.job_names(), "worker started");
         running.worker = Some(worker);
     }

@@ -65,6 +65,7 @@
 //! on [`RawConfig`] and [`Config`], copy it across in [`Config::resolve`], and add its name
 //! to [`SECTIONS`] so env overrides reach it.
 
+pub mod check;
 pub mod platform;
 
 use std::fmt;
@@ -247,11 +248,21 @@ pub struct WorkerConfig {
     pub webhook_interval_ms: u64,
     /// Orders closed per expiry pass (bounded so one pass stays short).
     pub expiry_batch: i64,
+    /// Where `serve worker` answers `/healthz`, `/readyz` and `/metrics` (empty: nowhere).
+    pub metrics_listen: String,
+    /// On SIGTERM, how long jobs in flight may finish before the process exits.
+    pub drain_secs: u64,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { expiry_interval_ms: 30_000, webhook_interval_ms: 2_000, expiry_batch: 100 }
+        WorkerConfig {
+            expiry_interval_ms: 30_000,
+            webhook_interval_ms: 2_000,
+            expiry_batch: 100,
+            metrics_listen: "127.0.0.1:9090".into(),
+            drain_secs: 20,
+        }
     }
 }
 

@@ -143,8 +143,10 @@ impl Application {
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics::serve))
         })
-        // Let in-flight notifications finish their transaction on shutdown.
-        .shutdown_timeout(10);
+        // Let in-flight notifications finish their transaction on shutdown. Signals are the
+        // binary's (`serve` stops every service in order on SIGTERM/SIGINT, gracefully).
+        .shutdown_timeout(10)
+        .disable_signals();
         if config.notify.workers > 0 {
             server = server.workers(config.notify.workers);
         }

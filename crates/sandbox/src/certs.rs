@@ -81,13 +81,19 @@ fn validity() -> Result<(Asn1Time, Asn1Time), ErrorStack> {
     Ok((Asn1Time::from_unix(now - 86_400)?, Asn1Time::days_from_now(3650)?))
 }
 
-enum Kind {
-    Server,
+enum Kind<'a> {
+    /// Extra DNS names beside localhost / 127.0.0.1 / ::1 (a compose service name).
+    Server(&'a [String]),
     Client,
     Ca,
 }
 
-fn issue(subject: &X509Name, key: &PKey<Private>, issuer: Option<&CertKey>, kind: Kind) -> Result<X509, ErrorStack> {
+fn issue(
+    subject: &X509Name,
+    key: &PKey<Private>,
+    issuer: Option<&CertKey>,
+    kind: Kind<'_>,
+) -> Result<X509, ErrorStack> {
     let mut b = X509::builder()?;
     b.set_version(2)?;
     let sn = serial()?;
@@ -103,15 +109,16 @@ fn issue(subject: &X509Name, key: &PKey<Private>, issuer: Option<&CertKey>, kind
             b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
             b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
         }
-        Kind::Server => {
+        Kind::Server(names) => {
             b.append_extension(BasicConstraints::new().build()?)?;
             b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
             b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
-            let san = SubjectAlternativeName::new()
-                .dns("localhost")
-                .ip("127.0.0.1")
-                .ip("::1")
-                .build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))?;
+            let mut san = SubjectAlternativeName::new();
+            san.dns("localhost").ip("127.0.0.1").ip("::1");
+            for n in names {
+                san.dns(n);
+            }
+            let san = san.build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))?;
             b.append_extension(san)?;
         }
         Kind::Client => {
@@ -133,11 +140,17 @@ fn issue(subject: &X509Name, key: &PKey<Private>, issuer: Option<&CertKey>, kind
 impl Pki {
     /// Generates the CA, the server certificate and a client certificate per merchant.
     pub fn generate<'a>(mch_ids: impl IntoIterator<Item = &'a str>) -> Result<Pki, ErrorStack> {
+        Pki::generate_for(mch_ids, &[])
+    }
+
+    /// [`Pki::generate`] with a server certificate also valid for `names` (the host name
+    /// clients use, e.g. `sandbox` in deploy/compose.yml).
+    pub fn generate_for<'a>(mch_ids: impl IntoIterator<Item = &'a str>, names: &[String]) -> Result<Pki, ErrorStack> {
         let ca_key = new_key()?;
         let ca_name = name("minipay sandbox CA", "minipay sandbox")?;
         let ca = CertKey { cert: issue(&ca_name, &ca_key, None, Kind::Ca)?, key: ca_key };
         let server_key = new_key()?;
-        let server_cert = issue(&name("localhost", "minipay sandbox")?, &server_key, Some(&ca), Kind::Server)?;
+        let server_cert = issue(&name("localhost", "minipay sandbox")?, &server_key, Some(&ca), Kind::Server(names))?;
         let server = CertKey { cert: server_cert, key: server_key };
         let mut clients = BTreeMap::new();
         for mch in mch_ids {
@@ -268,5 +281,19 @@ mod tests {
         let parsed = p12.parse2("1900000109").unwrap();
         assert_eq!(parsed.cert.unwrap().to_der().unwrap(), a.to_der().unwrap());
         assert!(Pkcs12::from_der(&pki.client_p12("1900000109").unwrap()).unwrap().parse2("wrong").is_err());
+    }
+
+    #[test]
+    fn the_server_certificate_names_the_extra_hosts() {
+        let pki = Pki::generate_for(["1900000109"], &["sandbox".to_owned()]).unwrap();
+        let names: Vec<String> = pki
+            .server
+            .cert
+            .subject_alt_names()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n.dnsname().map(str::to_owned))
+            .collect();
+        assert_eq!(names, ["localhost", "sandbox"]);
     }
 }

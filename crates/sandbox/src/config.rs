@@ -65,6 +65,9 @@ pub struct SandboxConfig {
     pub merchants: Vec<MerchantConfig>,
     pub apps: Vec<AppConfig>,
     pub users: Vec<UserConfig>,
+    /// Host names the HTTPS certificate is valid for besides localhost and the loopback
+    /// addresses (`sandbox` when other containers call it by its compose service name).
+    pub tls_names: Vec<String>,
 }
 
 impl Default for SandboxConfig {
@@ -82,6 +85,7 @@ impl Default for SandboxConfig {
             merchants: vec![MerchantConfig::default()],
             apps: vec![AppConfig::default()],
             users: vec![UserConfig::default()],
+            tls_names: Vec::new(),
         }
     }
 }

@@ -47,7 +47,7 @@ impl Sandbox {
     /// serving on the current tokio runtime.
     pub async fn start(cfg: SandboxConfig) -> Result<Sandbox, SandboxError> {
         cfg.validate()?;
-        let pki = crate::certs::Pki::generate(cfg.merchants.iter().map(|m| m.mch_id.as_str()))?;
+        let pki = crate::certs::Pki::generate_for(cfg.merchants.iter().map(|m| m.mch_id.as_str()), &cfg.tls_names)?;
         let mut merchants = BTreeMap::new();
         for m in &cfg.merchants {
             let v3 = crate::v3::keys::V3Keys::generate(m, &pki.clients[&m.mch_id])?;

@@ -13,24 +13,32 @@
 //!   return what they did, so tests drive them one step at a time without the scheduler.
 //! - Job modules (`reconcile`, `expiry`, `webhooks`, `payouts`) are declared below, one line each.
 //!
+//! Shutdown drains: [`Worker::shutdown`] stops new ticks, waits up to `[worker] drain_secs`
+//! for the invocations in flight (a payout claimed is sent and settled, not left to its
+//! lease), then hands back what this process still holds (reconciliation requests and runs)
+//! so another replica takes them over at once. [`ops`] serves `/healthz`, `/readyz` and
+//! `/metrics` for the worker process.
+//!
 //! Job functions never panic the scheduler: an error is logged with the job's name and
 //! counted in `minipay_worker_job_failures_total`, and the next tick tries again.
 
 // Job modules, one line each (their owners add them).
 pub mod certificates;
 pub mod expiry;
+pub mod ops;
 pub mod payouts;
+pub mod recon_requests;
 pub mod reconcile;
 pub mod refunds;
 pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use prometheus::{IntCounterVec, register_int_counter_vec};
+use prometheus::{IntCounterVec, IntGauge, register_int_counter_vec, register_int_gauge};
 use sqlx::PgPool;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
@@ -83,6 +91,26 @@ static JOB_RUNS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("register minipay_worker_job_runs_total")
 });
 
+static IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("minipay_worker_jobs_in_flight", "Job invocations running now")
+        .expect("register minipay_worker_jobs_in_flight")
+});
+
+/// Invocations running now, so shutdown can wait for them.
+#[derive(Debug, Default)]
+struct InFlight {
+    count: AtomicUsize,
+    stopping: AtomicBool,
+    idle: tokio::sync::Notify,
+}
+
+/// Default of [`Worker::with_drain`]: longer than a WeChat call (10 s timeout) so a payout
+/// being sent is settled, shorter than Kubernetes' default 30 s grace period.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(20);
+
+/// How often the queue of API-requested reconciliations is polled.
+pub const RECON_REQUEST_POLL: Duration = Duration::from_secs(2);
+
 struct Registered {
     name: &'static str,
     schedule: Schedule,
@@ -94,6 +122,10 @@ pub struct Worker {
     pool: PgPool,
     jobs: Vec<Registered>,
     scheduler: Option<JobScheduler>,
+    in_flight: Arc<InFlight>,
+    drain: Duration,
+    /// The `worker` name under which this process claims reconciliation requests and runs.
+    holder: Option<String>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -108,13 +140,20 @@ impl std::fmt::Debug for Worker {
 impl Worker {
     /// A worker with no jobs yet; job modules add theirs with [`Worker::add_job`].
     pub fn new(pool: PgPool) -> Worker {
-        Worker { pool, jobs: Vec::new(), scheduler: None }
+        Worker {
+            pool,
+            jobs: Vec::new(),
+            scheduler: None,
+            in_flight: Arc::default(),
+            drain: DEFAULT_DRAIN,
+            holder: None,
+        }
     }
 
     /// The worker for a configuration: every job whose section enables it is registered.
     /// Job owners add one registration each here.
     pub fn build(config: &minipay_config::Config, pool: PgPool) -> Result<Worker, WorkerError> {
-        let mut w = Worker::new(pool.clone());
+        let mut w = Worker::new(pool.clone()).with_drain(Duration::from_secs(config.worker.drain_secs));
         let config_err = |e: &dyn std::fmt::Display| WorkerError::Config(e.to_string());
         expiry::OrderExpiry::new(pool.clone(), config)
             .map_err(|e| config_err(&e))?
@@ -133,11 +172,31 @@ impl Worker {
         certificates::CertificateRefresh::new(pool.clone(), config, Duration::from_secs(12 * 3600))
             .map_err(|e| config_err(&e))?
             .register(&mut w);
+        let r = reconcile::Reconciler::from_config(config, pool).map_err(|e| WorkerError::Config(e.to_string()))?;
+        if !config.merchants.is_empty() {
+            w.holder = Some(r.id().to_owned());
+            recon_requests::register(&mut w, Arc::new(r.clone()), RECON_REQUEST_POLL);
+        }
         if config.reconcile.enabled {
-            let r = reconcile::Reconciler::from_config(config, pool).map_err(|e| WorkerError::Config(e.to_string()))?;
             reconcile::register(&mut w, r);
         }
         Ok(w)
+    }
+
+    /// How long [`Worker::shutdown`] waits for invocations in flight.
+    pub fn with_drain(mut self, drain: Duration) -> Worker {
+        self.drain = drain;
+        self
+    }
+
+    /// Whether the scheduler is ticking (readiness).
+    pub fn is_running(&self) -> bool {
+        self.scheduler.is_some()
+    }
+
+    /// Job invocations running now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.count.load(Ordering::Acquire)
     }
 
     /// The pool every job runs on.
@@ -165,7 +224,13 @@ impl Worker {
     /// Creates the scheduler, adds every job and starts ticking. Returns once started.
     pub async fn start(&mut self) -> Result<(), WorkerError> {
         let sched = JobScheduler::new().await?;
+        self.in_flight.stopping.store(false, Ordering::Release);
+        LazyLock::force(&IN_FLIGHT);
         for job in &self.jobs {
+            // Every job's series exists from the start, at zero.
+            JOB_RUNS.with_label_values(&[job.name]);
+            JOB_FAILURES.with_label_values(&[job.name]);
+            let in_flight = self.in_flight.clone();
             let ctx = JobContext { pool: self.pool.clone(), name: job.name };
             let run = job.run.clone();
             let busy = Arc::new(AtomicBool::new(false));
@@ -173,12 +238,22 @@ impl Worker {
                 let ctx = ctx.clone();
                 let run = run.clone();
                 let busy = busy.clone();
+                let in_flight = in_flight.clone();
                 Box::pin(async move {
+                    if in_flight.stopping.load(Ordering::Acquire) {
+                        return;
+                    }
                     if busy.swap(true, Ordering::AcqRel) {
                         tracing::debug!(job = ctx.name, "previous run still going; tick skipped");
                         return;
                     }
+                    in_flight.count.fetch_add(1, Ordering::AcqRel);
+                    IN_FLIGHT.inc();
                     run_once(&run, ctx).await;
+                    IN_FLIGHT.dec();
+                    if in_flight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        in_flight.idle.notify_waiters();
+                    }
                     busy.store(false, Ordering::Release);
                 })
             };
@@ -195,12 +270,39 @@ impl Worker {
         Ok(())
     }
 
-    /// Stops the scheduler. Invocations already running finish on their own task.
-    pub async fn shutdown(&mut self) -> Result<(), WorkerError> {
+    /// Drains: no new ticks, then waits up to the drain time for the invocations in flight,
+    /// then releases the reconciliation requests and runs this process still holds (a
+    /// payout still being sent keeps its lease: its outcome is unknown until queried).
+    /// Returns the number of invocations that did not finish in time.
+    pub async fn shutdown(&mut self) -> Result<usize, WorkerError> {
+        self.in_flight.stopping.store(true, Ordering::Release);
         if let Some(mut s) = self.scheduler.take() {
             s.shutdown().await?;
         }
-        Ok(())
+        let deadline = tokio::time::Instant::now() + self.drain;
+        loop {
+            let idle = self.in_flight.idle.notified();
+            let n = self.in_flight();
+            if n == 0 {
+                break;
+            }
+            tracing::info!(in_flight = n, "worker draining");
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                break;
+            }
+        }
+        let left = self.in_flight();
+        if left > 0 {
+            tracing::warn!(in_flight = left, drain = ?self.drain, "worker stopped with jobs still running");
+        }
+        if let Some(holder) = &self.holder {
+            match minipay_store::recon::release_requests(&self.pool, holder).await {
+                Ok((0, 0)) => {}
+                Ok((requests, runs)) => tracing::info!(requests, runs, "reconciliation work handed back"),
+                Err(e) => tracing::warn!(error = %e, "could not hand back reconciliation work (leases will expire)"),
+            }
+        }
+        Ok(left)
     }
 }
 
@@ -228,6 +330,80 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn shutdown_waits_for_the_jobs_in_flight_and_no_new_tick_starts() {
+        use std::sync::atomic::AtomicU32;
+        let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let started = Arc::new(AtomicU32::new(0));
+        let finished = Arc::new(AtomicU32::new(0));
+        let mut w = Worker::new(pool).with_drain(Duration::from_secs(5));
+        let (s, f) = (started.clone(), finished.clone());
+        w.add_job("slow", Schedule::Every(Duration::from_millis(100)), move |_ctx| {
+            let (s, f) = (s.clone(), f.clone());
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                f.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        });
+        w.start().await.unwrap();
+        while started.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(w.in_flight(), 1);
+        let t = std::time::Instant::now();
+        assert_eq!(w.shutdown().await.unwrap(), 0, "nothing left unfinished");
+        assert!(t.elapsed() >= Duration::from_millis(300), "shutdown waited for the job");
+        assert_eq!(finished.load(Ordering::SeqCst), started.load(Ordering::SeqCst));
+        let n = started.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(started.load(Ordering::SeqCst), n, "no tick after shutdown");
+    }
+
+    #[tokio::test]
+    async fn shutdown_gives_up_after_the_drain_time() {
+        let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let mut w = Worker::new(pool).with_drain(Duration::from_millis(200));
+        w.add_job("stuck", Schedule::Every(Duration::from_millis(50)), |_ctx| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        });
+        w.start().await.unwrap();
+        while w.in_flight() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let t = std::time::Instant::now();
+        assert_eq!(w.shutdown().await.unwrap(), 1, "the stuck job is reported");
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn the_ops_server_reports_health_readiness_and_metrics() {
+        let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let ready = ops::Readiness::default();
+        let server = ops::OpsServer::bind("127.0.0.1:0", pool, ready.clone()).unwrap();
+        let url = format!("http://127.0.0.1:{}", server.port());
+        let handle = server.handle();
+        tokio::spawn(server.run_until_stopped());
+        JOB_RUNS.with_label_values(&["ops-test"]).inc();
+        let get = |p: &'static str| {
+            let url = url.clone();
+            async move {
+                let r = reqwest::get(format!("{url}{p}")).await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        assert_eq!(get("/healthz").await.0, 200);
+        assert_eq!(get("/readyz").await.0, 503, "scheduler not started");
+        ready.set(true);
+        assert_eq!(get("/readyz").await.0, 503, "the database does not answer");
+        let (status, body) = get("/metrics").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("minipay_worker_job_runs_total{job=\"ops-test\"} 1"), "{body}");
+        handle.stop(true).await;
+    }
+
+    #[tokio::test]
     async fn build_registers_reconciliation_per_merchant() {
         let toml = "[[merchants]]\nmch_id = \"1900000109\"\napi_key = \"192006250b4c09247ec02edce69f6a2d\"\n\n\
                     [reconcile]\nfee_rate = \"0.60%\"\n";
@@ -243,6 +419,8 @@ mod tests {
             std::path::Path::new("."),
         )
         .unwrap();
-        assert!(!Worker::build(&off, pool).unwrap().job_names().iter().any(|n| n.starts_with("reconcile")));
+        let off_names = Worker::build(&off, pool).unwrap().job_names();
+        assert!(!off_names.iter().any(|n| n.starts_with("reconcile") && *n != "reconcile:requests"), "{off_names:?}");
+        assert!(off_names.contains(&"reconcile:requests"), "API-requested runs are served even with the schedule off");
     }
 }

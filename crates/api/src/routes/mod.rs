@@ -9,6 +9,7 @@ pub mod orders;
 pub mod payouts;
 pub mod platform_common;
 pub mod push;
+pub mod reconciliation_requests;
 pub mod reconciliations;
 pub mod redpacks;
 pub mod refunds;

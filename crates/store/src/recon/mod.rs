@@ -20,10 +20,12 @@ mod copy;
 mod files;
 mod matching;
 mod report;
+mod requests;
 mod runs;
 
 pub use copy::*;
 pub use files::*;
 pub use matching::*;
 pub use report::*;
+pub use requests::*;
 pub use runs::*;

@@ -297,6 +297,11 @@ impl Reconciler {
         self
     }
 
+    /// This reconciler's name in `recon_runs.worker` / `recon_requests.worker`.
+    pub fn id(&self) -> &str {
+        &self.worker_id
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
