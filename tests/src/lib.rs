@@ -640,6 +640,19 @@ impl TestApp {
     }
 
     /// Injects a sandbox fault on a WeChat path for the next `times` calls.
+    /// The sandbox's notifications once every one of them is delivered (the sandbox records
+    /// an attempt only after our answer is back, a moment after we committed). Panics after
+    /// ten seconds.
+    pub async fn delivered_notifications(&self) -> Vec<minipay_sandbox::Notification> {
+        let all_delivered = || {
+            let n = self.sandbox.notifications();
+            n.iter().all(|n| n.status == "delivered").then_some(n)
+        };
+        let ok = poll(Duration::from_secs(10), || async { all_delivered().is_some() }).await;
+        assert!(ok, "notifications not all delivered: {:?}", self.sandbox.notifications());
+        all_delivered().expect("delivered")
+    }
+
     /// The sandbox path of a WeChat Pay call in this test's protocol (a fault target),
     /// named by its v2 path; notification targets (`notify/…`) are the same for both.
     pub fn wx_path(&self, v2_path: &str) -> String {

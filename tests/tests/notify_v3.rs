@@ -248,7 +248,10 @@ async fn wechats_signtest_probe_is_refused_and_the_real_delivery_applied_once() 
     app.add_fault("notify/pay", FaultKind::Duplicate, 1);
     app.pay(&no);
     app.wait_for_order_status(&no, "paid").await;
-    let n = app.sandbox.notifications().into_iter().find(|n| n.kind == "pay").expect("a payment notification");
+    // The sandbox records an attempt once our answer is back: wait for it.
+    let delivered = || app.sandbox.notifications().into_iter().find(|n| n.kind == "pay" && n.status == "delivered");
+    assert!(minipay_e2e::poll(std::time::Duration::from_secs(10), || async { delivered().is_some() }).await);
+    let n = delivered().expect("a delivered payment notification");
     let probe = n.attempts.iter().find(|a| a.fault.as_deref() == Some("signtest")).expect("the probe was sent");
     assert!(!probe.success && probe.http_status == Some(401), "{probe:?}");
     assert!(n.attempts.iter().any(|a| a.success), "{:?}", n.attempts);

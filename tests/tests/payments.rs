@@ -110,8 +110,8 @@ async fn story(opts: Options) {
     assert_eq!(others.expect(200)["events"].as_array().unwrap().len(), 0, "a client sees only its own events");
 
     // The protocol really was the merchant's: every notification the sandbox sent was of it.
-    let sent = app.sandbox.notifications();
+    let sent = app.delivered_notifications().await;
     assert_eq!(sent.len(), 3, "{sent:?}");
-    assert!(sent.iter().all(|n| n.v3 == (protocol == Protocol::V3) && n.status == "delivered"), "{sent:?}");
+    assert!(sent.iter().all(|n| n.v3 == (protocol == Protocol::V3)), "{sent:?}");
     app.assert_ledger_balanced().await;
 }
