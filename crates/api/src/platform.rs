@@ -65,24 +65,25 @@ pub struct TokenService {
     refresh_ahead: chrono::Duration,
     /// Per app: the replica's copy and the in-process single flight.
     slots: Mutex<HashMap<String, Slot>>,
-    /// Upstream stable_token calls made by this replica (for metrics and tests).
-    pub upstream_calls: prometheus::IntCounterVec,
+    /// `minipay_wechat_calls_total{endpoint="cgi-bin/stable_token", outcome}`.
+    upstream: prometheus::IntCounterVec,
 }
 
 impl TokenService {
-    pub fn new(config: &Config, pool: PgPool, weixin: WeixinClient) -> TokenService {
-        let upstream_calls = prometheus::IntCounterVec::new(
-            prometheus::Opts::new("minipay_wechat_token_fetches_total", "stable_token calls by outcome"),
-            &["appid", "outcome"],
-        )
-        .expect("valid metric");
+    /// `upstream`: the api's WeChat-call counter (endpoint, outcome).
+    pub fn new(
+        config: &Config,
+        pool: PgPool,
+        weixin: WeixinClient,
+        upstream: prometheus::IntCounterVec,
+    ) -> TokenService {
         TokenService {
             pool,
             weixin,
             secrets: config.apps.iter().map(|a| (a.appid.clone(), a.secret.clone())).collect(),
             refresh_ahead: chrono::Duration::seconds(config.platform.token_refresh_ahead_secs as i64),
             slots: Mutex::new(HashMap::new()),
-            upstream_calls,
+            upstream,
         }
     }
 
@@ -149,7 +150,7 @@ impl TokenService {
             Err(WeixinError::Api { .. }) => "failed",
             Err(_) => "unknown",
         };
-        self.upstream_calls.with_label_values(&[appid, outcome]).inc();
+        self.upstream.with_label_values(&["cgi-bin/stable_token", outcome]).inc();
         let fetched = match fetched {
             Ok(f) => f,
             Err(e) => {
@@ -282,8 +283,13 @@ pub struct Platform {
 }
 
 impl Platform {
-    pub fn new(config: &Config, pool: PgPool, weixin: WeixinClient) -> Result<Platform, minipay_config::ConfigError> {
-        let tokens = Arc::new(TokenService::new(config, pool, weixin));
+    pub fn new(
+        config: &Config,
+        pool: PgPool,
+        weixin: WeixinClient,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Platform, minipay_config::ConfigError> {
+        let tokens = Arc::new(TokenService::new(config, pool, weixin, metrics.upstream.clone()));
         if config.platform.token_refresh_interval_secs > 0 {
             tokens.spawn_refresher(Duration::from_secs(config.platform.token_refresh_interval_secs));
         }

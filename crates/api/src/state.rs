@@ -136,7 +136,7 @@ impl AppState {
             clients.insert((m.mch_id.clone(), String::new()), config.merchant_client_for(&m.mch_id, "")?);
         }
         let weixin = config.weixin_client()?;
-        let platform = crate::platform::Platform::new(&config, pool.clone(), weixin.clone())?;
+        let platform = crate::platform::Platform::new(&config, pool.clone(), weixin.clone(), &metrics)?;
         // Every statement on this pool is a write by key, for which the generic plan is the
         // plan. Without `force_generic_plan` PostgreSQL plans the group statements afresh on
         // every execution (measured: 5,118 plans in 5,108 executions, 0.32 ms each): a custom
