@@ -39,6 +39,17 @@ fi
 echo "== deploy/: Kubernetes and compose schemas, nginx -t, Cloud Hosting files"
 bash scripts/check-deploy.sh
 
+# The container test (crates/cli/tests/container.rs) runs the binary that ships: a release
+# build, as the Dockerfile makes it. MINIPAY_RELEASE_BIN=skip keeps the test build instead
+# (quick local runs).
+if [ "${MINIPAY_RELEASE_BIN:-}" != skip ]; then
+  echo "== cargo build --release -p minipay (the binary the container test runs)"
+  cargo build --release --quiet -p minipay --bin minipay
+  export MINIPAY_RELEASE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/minipay"
+else
+  unset MINIPAY_RELEASE_BIN
+fi
+
 echo "== cargo nextest run --workspace"
 cargo nextest run --workspace --no-fail-fast "$@"
 

@@ -7,8 +7,8 @@
 //! Deployments), takes one payment end to end and a refund (the client certificate read from
 //! the secret volume), and stops each on SIGTERM with exit 0.
 //!
-//! The binary is the one cargo built for the tests; set `MINIPAY_RELEASE_BIN` to run a
-//! release build (`cargo build --release -p minipay`) instead.
+//! The binary is `MINIPAY_RELEASE_BIN` when set — `scripts/test.sh` (and so CI) builds the
+//! release binary the Dockerfile ships and sets it — else the one cargo built for the tests.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
