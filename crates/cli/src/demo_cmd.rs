@@ -168,6 +168,23 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let o = d.wait_for(&format!("/v1/orders/{no}"), "DEV_CLIENT_KEY", "status", &["paid"], &["closed"]).await?;
     println!("   ← {}", show(&o, &["status", "transaction_id", "paid_at"]));
 
+    d.step("APIv3: the same order for the v3 demo merchant's app (RSA pay_params, a v3 notification)");
+    let v3app = crate::dev_cmd::V3_APPID;
+    let code = d.sandbox("jscode", json!({"user": "demo-user", "appid": v3app})).await?;
+    let code = code["code"].as_str().context("the sandbox minted no code")?.to_owned();
+    let session =
+        d.api(Method::POST, "/v1/sessions", "DEV_CLIENT_KEY", Some(json!({"code": code, "appid": v3app}))).await?;
+    let v3_openid = session["openid"].as_str().context("no openid")?.to_owned();
+    let body = json!({"appid": v3app, "openid": v3_openid, "amount": 800, "description": "minipay demo v3 order"});
+    let order = d.api(Method::POST, "/v1/orders", "DEV_CLIENT_KEY", Some(body)).await?;
+    let v3_no = order["out_trade_no"].as_str().context("no out_trade_no")?.to_owned();
+    let sign_type = order["pay_params"]["signType"].as_str().unwrap_or_default().to_owned();
+    anyhow::ensure!(sign_type == "RSA", "a v3 merchant's pay_params are RSA-signed, got {sign_type:?}");
+    println!("   ← {} mch_id={} signType={sign_type}", show(&order, &["out_trade_no", "status"]), order["mch_id"]);
+    d.sandbox("pay", json!({"out_trade_no": v3_no, "mch_id": order["mch_id"]})).await?;
+    let o = d.wait_for(&format!("/v1/orders/{v3_no}"), "DEV_CLIENT_KEY", "status", &["paid"], &["closed"]).await?;
+    println!("   ← {}", show(&o, &["status", "transaction_id"]));
+
     d.step("refund: 2.00 yuan back to the user (client certificate), settled by WeChat");
     let body = json!({"amount": 200, "reason": "demo partial refund"});
     let refund = d.api(Method::POST, &format!("/v1/orders/{no}/refunds"), "DEV_CLIENT_KEY", Some(body)).await?;

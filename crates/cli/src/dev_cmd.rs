@@ -52,23 +52,82 @@ pub struct DevArgs {
 /// one, say) by adding an entry to [`dev_merchants`]; the file writer handles the rest.
 struct DevMerchant {
     mch_id: String,
-    api_key: String,
+    /// The v2 key; `None` for the v3 demo merchant, which shows that v3 merchants need none.
+    api_key: Option<String>,
     /// PKCS#12 client certificate (password = mch_id, as WeChat issues them).
     client_p12: Vec<u8>,
     appid: String,
     app_secret: String,
     default_app: bool,
+    /// APIv3 material: the merchant speaks v3 (public-key mode).
+    v3: Option<DevV3>,
+}
+
+/// What a v3 merchant downloads from the merchant platform, as the sandbox holds it.
+struct DevV3 {
+    serial: String,
+    key_pem: Vec<u8>,
+    api_v3_key: String,
+    public_key_id: String,
+    public_key_pem: Vec<u8>,
+}
+
+/// The APIv3 demo merchant `dev` adds to the sandbox: its own mch_id and app, WeChat Pay
+/// public-key mode (how merchants onboarded since late 2024 verify WeChat), no v2 key.
+const V3_MCH_ID: &str = "1900000110";
+pub(crate) const V3_APPID: &str = "wxa3dfd5e0c1b24e77";
+const V3_API_V3_KEY: &str = "minipayDevV3MerchantApiV3Key0001";
+const V3_PUB_KEY_ID: &str = "PUB_KEY_ID_0119000001102025120200000000000001";
+
+/// The sandbox `dev` runs: the demo merchant (v2) and the v3 demo merchant, each with an app.
+fn sandbox_config(port: u16, tls_port: u16, time_scale: f64) -> anyhow::Result<SandboxConfig> {
+    let mut cfg = SandboxConfig { port, tls_port, time_scale, ..SandboxConfig::default() };
+    cfg.merchants.push(minipay_sandbox::MerchantConfig {
+        mch_id: V3_MCH_ID.into(),
+        // The sandbox keeps a v2 key for every merchant; dev's configuration does not use it.
+        api_key: wxpay::ApiKey::new("v3demo0000000000000000000000v2ky"),
+        appids: vec![V3_APPID.into()],
+        api_v3_key: wxpay::ApiV3Key::new(V3_API_V3_KEY).context("the v3 demo APIv3 key is 32 bytes")?,
+        v3_mode: minipay_sandbox::V3Mode::PublicKey,
+        pub_key_id: V3_PUB_KEY_ID.into(),
+        ..minipay_sandbox::MerchantConfig::default()
+    });
+    cfg.apps.push(minipay_sandbox::AppConfig {
+        appid: V3_APPID.into(),
+        secret: "sandbox-v3-demo-app-secret-0123".to_owned().into(),
+        unionid: true,
+    });
+    Ok(cfg)
 }
 
 fn dev_merchants(sandbox: &Sandbox) -> anyhow::Result<Vec<DevMerchant>> {
-    Ok(vec![DevMerchant {
-        mch_id: DEMO_MCH_ID.into(),
-        api_key: DEMO_API_KEY.into(),
-        client_p12: sandbox.client_identity_p12(DEMO_MCH_ID).context("demo merchant certificate")?,
-        appid: DEMO_APPID.into(),
-        app_secret: DEMO_APP_SECRET.into(),
-        default_app: true,
-    }])
+    let keys = sandbox.v3_keys(V3_MCH_ID).context("v3 demo merchant keys")?;
+    Ok(vec![
+        DevMerchant {
+            mch_id: DEMO_MCH_ID.into(),
+            api_key: Some(DEMO_API_KEY.into()),
+            client_p12: sandbox.client_identity_p12(DEMO_MCH_ID).context("demo merchant certificate")?,
+            appid: DEMO_APPID.into(),
+            app_secret: DEMO_APP_SECRET.into(),
+            default_app: true,
+            v3: None,
+        },
+        DevMerchant {
+            mch_id: V3_MCH_ID.into(),
+            api_key: None,
+            client_p12: sandbox.client_identity_p12(V3_MCH_ID).context("v3 demo merchant certificate")?,
+            appid: V3_APPID.into(),
+            app_secret: "sandbox-v3-demo-app-secret-0123".into(),
+            default_app: false,
+            v3: Some(DevV3 {
+                serial: keys.merchant_serial.clone(),
+                key_pem: sandbox.client_key_pem(V3_MCH_ID).context("v3 demo merchant key")?,
+                api_v3_key: V3_API_V3_KEY.into(),
+                public_key_id: V3_PUB_KEY_ID.into(),
+                public_key_pem: keys.public_key_pem.clone(),
+            }),
+        },
+    ])
 }
 
 /// The addresses the services will listen on.
@@ -149,15 +208,33 @@ fn write_config(
     )?;
     writeln!(t, "[payouts]\nsend_interval_ms = 1000\n")?;
     for m in merchants {
-        let key = dir.write(&format!("merchant-{}-api-key", m.mch_id), m.api_key.as_bytes())?;
         let p12 = dir.write(&format!("merchant-{}-apiclient_cert.p12", m.mch_id), &m.client_p12)?;
         writeln!(
             t,
-            "[[merchants]]\nmch_id = {}\napi_key_file = {}\ncert_p12_file = {}\n",
+            "[[merchants]]\nmch_id = {}\ncert_p12_file = {}",
             toml_str(&m.mch_id),
-            toml_str(&key.display().to_string()),
             toml_str(&p12.display().to_string())
         )?;
+        if let Some(k) = &m.api_key {
+            let key = dir.write(&format!("merchant-{}-api-key", m.mch_id), k.as_bytes())?;
+            writeln!(t, "api_key_file = {}", toml_str(&key.display().to_string()))?;
+        }
+        if let Some(v3) = &m.v3 {
+            let file = |name: &str, bytes: &[u8]| -> anyhow::Result<String> {
+                Ok(toml_str(&dir.write(&format!("merchant-{}-{name}", m.mch_id), bytes)?.display().to_string()))
+            };
+            writeln!(
+                t,
+                "api_version = \"v3\"\nmch_serial_no = {}\nprivate_key_file = {}\napi_v3_key_file = {}\n\
+                 verify_mode = \"public_key\"\npublic_key_file = {}\npublic_key_id = {}",
+                toml_str(&v3.serial),
+                file("apiclient_key.pem", &v3.key_pem)?,
+                file("apiv3-key", v3.api_v3_key.as_bytes())?,
+                file("wechatpay_public_key.pem", &v3.public_key_pem)?,
+                toml_str(&v3.public_key_id),
+            )?;
+        }
+        writeln!(t)?;
     }
     for m in merchants {
         let secret = dir.write(&format!("app-{}-secret", m.appid), m.app_secret.as_bytes())?;
@@ -224,12 +301,7 @@ async fn dev(args: &DevArgs) -> anyhow::Result<()> {
 }
 
 async fn run_system(args: &DevArgs, dir: &DevDir, db_url: &str) -> anyhow::Result<()> {
-    let sandbox_cfg = SandboxConfig {
-        port: free_port(8480)?,
-        tls_port: free_port(8443)?,
-        time_scale: args.time_scale,
-        ..SandboxConfig::default()
-    };
+    let sandbox_cfg = sandbox_config(free_port(8480)?, free_port(8443)?, args.time_scale)?;
     let sandbox = Sandbox::start(sandbox_cfg).await.context("start the sandbox")?;
     let merchants = dev_merchants(&sandbox)?;
     let ports = Ports { api: free_port(8080)?, notify: free_port(8081)?, metrics: free_port(9090)? };
@@ -282,10 +354,17 @@ async fn run_system(args: &DevArgs, dir: &DevDir, db_url: &str) -> anyhow::Resul
          \n  sandbox    {sb}/sandbox/   {sbs}\
          \n  database   {db_url}\
          \n  client key {key}\
+         \n\nMerchants: {v2mch} (v2, app {v2app}, the default) and {v3mch} (APIv3, public-key mode, no v2 key,\
+         \n  app {v3app}: POST /v1/orders with \"appid\": \"{v3app}\" gets RSA-signed pay_params; its\
+         \n  notifications arrive at {notify}/wxpay/v3/notify/{v3mch}/pay)\
          \n\nThe whole story (login, pay, refund, payout, red packet, reconciliation):\
          \n  minipay demo --env {env}     (or: bash scripts/demo.sh)\n",
         cfg = config_path.display(),
         notify = config.notify.public_url,
+        v2mch = DEMO_MCH_ID,
+        v2app = DEMO_APPID,
+        v3mch = V3_MCH_ID,
+        v3app = V3_APPID,
         sbs = sandbox.https_url(),
         env = env_file.display(),
     );
