@@ -869,12 +869,7 @@ impl Config {
             .ok_or_else(|| ConfigError::Client { mch_id: mch_id.into(), message: "merchant not configured".into() })?;
         match (m.api_version, &m.v3) {
             (wxpay::merchant::ApiVersion::V3, Some(v3)) => Ok(MerchantClient::V3(v3.client(self, appid)?)),
-            _ => Ok(MerchantClient::V2 {
-                client: self.wxpay_client_for(mch_id, appid)?,
-                appid: appid.to_owned(),
-                sign_type: m.sign_type,
-                key: m.api_key.clone().expect("wxpay_client_for checked the v2 key"),
-            }),
+            _ => Ok(MerchantClient::V2(self.wxpay_client_for(mch_id, appid)?)),
         }
     }
 

@@ -34,11 +34,7 @@ pub async fn pay(
     path: web::Path<String>,
     state: web::Data<State>,
 ) -> HttpResponse {
-    let mch_id = path.into_inner();
-    body::receive(&req, payload, &state, NotificationKind::Payment, Reply::V3, |b| {
-        process(&state, &req, &mch_id, NotificationKind::Payment, b)
-    })
-    .await
+    receive(req, payload, path.into_inner(), state, NotificationKind::Payment).await
 }
 
 #[tracing::instrument(name = "notification", skip_all, fields(kind = "refund", protocol = "v3"))]
@@ -48,11 +44,17 @@ pub async fn refund(
     path: web::Path<String>,
     state: web::Data<State>,
 ) -> HttpResponse {
-    let mch_id = path.into_inner();
-    body::receive(&req, payload, &state, NotificationKind::Refund, Reply::V3, |b| {
-        process(&state, &req, &mch_id, NotificationKind::Refund, b)
-    })
-    .await
+    receive(req, payload, path.into_inner(), state, NotificationKind::Refund).await
+}
+
+async fn receive(
+    req: HttpRequest,
+    payload: web::Payload,
+    mch_id: String,
+    state: web::Data<State>,
+    kind: NotificationKind,
+) -> HttpResponse {
+    body::receive(&req, payload, &state, kind, Reply::V3, |b| process(&state, &req, &mch_id, kind, b)).await
 }
 
 fn unauthorized(reason: &'static str, detail: String, body: &Bytes) -> Handled {

@@ -27,7 +27,7 @@ use crate::api::{
     CloseOrderRequest, OrderQueryRequest, OrderQueryResponse, OrderRef, RefundItem, RefundQueryRequest,
     RefundQueryResponse, RefundRef, RefundRequest, RefundStatus, TradeState, UnifiedOrderRequest,
 };
-use crate::{Fen, Outcome, SignType, v3};
+use crate::{Fen, Outcome, v3};
 
 /// Which protocol a merchant speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,14 +117,15 @@ pub enum PayParams {
 /// A merchant's client for one of its apps. Cheap to clone.
 #[derive(Clone)]
 pub enum MerchantClient {
-    V2 { client: crate::Client, appid: String, sign_type: SignType, key: crate::ApiKey },
+    /// The v2 client (its configuration holds the key and sign type `pay_params` use).
+    V2(crate::Client),
     V3(v3::Client),
 }
 
 impl MerchantClient {
     pub fn version(&self) -> ApiVersion {
         match self {
-            MerchantClient::V2 { .. } => ApiVersion::V2,
+            MerchantClient::V2(_) => ApiVersion::V2,
             MerchantClient::V3(_) => ApiVersion::V3,
         }
     }
@@ -133,7 +134,7 @@ impl MerchantClient {
     pub fn v3(&self) -> Option<&v3::Client> {
         match self {
             MerchantClient::V3(c) => Some(c),
-            MerchantClient::V2 { .. } => None,
+            MerchantClient::V2(_) => None,
         }
     }
 
@@ -156,7 +157,7 @@ impl MerchantClient {
     /// Opens the payment; success carries the prepay_id.
     pub async fn prepay(&self, p: &Prepay) -> Result<Outcome<String>, NotSent> {
         match self {
-            MerchantClient::V2 { client, .. } => {
+            MerchantClient::V2(client) => {
                 let req = UnifiedOrderRequest {
                     body: p.description.clone(),
                     out_trade_no: p.out_trade_no.clone(),
@@ -190,8 +191,9 @@ impl MerchantClient {
     /// `wx.requestPayment` parameters for a prepay_id of `appid`, signed now.
     pub fn pay_params(&self, appid: &str, prepay_id: &str) -> PayParams {
         match self {
-            MerchantClient::V2 { sign_type, key, .. } => {
-                PayParams::V2(crate::jsapi::request_payment_params(appid, prepay_id, *sign_type, key))
+            MerchantClient::V2(client) => {
+                let c = client.config();
+                PayParams::V2(crate::jsapi::request_payment_params(appid, prepay_id, c.sign_type, &c.api_key))
             }
             MerchantClient::V3(c) => {
                 PayParams::V3(v3::jsapi::request_payment_params(appid, prepay_id, &c.config().signer))
@@ -201,7 +203,7 @@ impl MerchantClient {
 
     pub async fn order_query(&self, out_trade_no: &str) -> Result<Outcome<OrderQueryResponse>, NotSent> {
         match self {
-            MerchantClient::V2 { client, .. } => {
+            MerchantClient::V2(client) => {
                 let req = OrderQueryRequest { order: OrderRef::OutTradeNo(out_trade_no.to_owned()) };
                 Ok(client.order_query(&req).await?)
             }
@@ -215,7 +217,7 @@ impl MerchantClient {
     /// Closes an unpaid order; success has no content.
     pub async fn close_order(&self, out_trade_no: &str) -> Result<Outcome<()>, NotSent> {
         match self {
-            MerchantClient::V2 { client, .. } => {
+            MerchantClient::V2(client) => {
                 let req = CloseOrderRequest { out_trade_no: out_trade_no.to_owned() };
                 Ok(client.close_order(&req).await?.map(|_| ()))
             }
@@ -229,7 +231,7 @@ impl MerchantClient {
     /// Sends a refund; success (accepted, not necessarily done) carries WeChat's refund_id.
     pub async fn refund(&self, r: &RefundCall) -> Result<Outcome<String>, NotSent> {
         match self {
-            MerchantClient::V2 { client, .. } => {
+            MerchantClient::V2(client) => {
                 let req = RefundRequest {
                     order: OrderRef::OutTradeNo(r.out_trade_no.clone()),
                     out_refund_no: r.out_refund_no.clone(),
@@ -260,7 +262,7 @@ impl MerchantClient {
     /// alone).
     pub async fn refund_query(&self, out_refund_no: &str) -> Result<Outcome<RefundQueryResponse>, NotSent> {
         match self {
-            MerchantClient::V2 { client, .. } => {
+            MerchantClient::V2(client) => {
                 let req = RefundQueryRequest { by: RefundRef::OutRefundNo(out_refund_no.to_owned()), offset: None };
                 Ok(client.refund_query(&req).await?)
             }

@@ -545,7 +545,7 @@ impl Reconciler {
                 let client =
                     self.clients.get(&req.mch_id).ok_or_else(|| ReconcileError::NoClient(req.mch_id.clone()))?;
                 match client {
-                    MerchantClient::V2 { client, .. } => self.fetch_v2(client, req, s).await,
+                    MerchantClient::V2(client) => self.fetch_v2(client, req, s).await,
                     MerchantClient::V3(client) => fetch_v3(client, req, s).await,
                 }
             }
